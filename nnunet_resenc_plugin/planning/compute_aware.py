@@ -1,0 +1,165 @@
+"""Compute-aware planning: pick the patch and batch size that fit a time budget per training iteration.
+
+nnU-Net plans by GPU memory alone. On a CPU or a small GPU the memory-optimal plan can take a minute per
+iteration. This mode times real training steps of candidate (patch, batch) pairs on the target device and keeps
+the largest plan whose measured time fits the budget, never exceeding the memory plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pydoc
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from nnunet_resenc_plugin.errors import PlanningError
+from nnunet_resenc_plugin.planning.memory import MemoryModel, resolve_architecture
+from nnunet_resenc_plugin.planning.topology import Topology, shrink_patch
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+# Budget used when a device is given without one: 250 iterations (one nnU-Net epoch) in about 20 minutes.
+DEFAULT_SECONDS_PER_ITERATION = 5.0
+# Accept a measured time up to this factor over the budget, because step times jitter by a few percent.
+TIME_TOLERANCE = 1.1
+# Upper bound on timed patch sizes, so a planner run stays within minutes on slow devices.
+MAX_TIMED_TOPOLOGIES = 8
+
+
+def resolve_precision(device: str) -> str:
+    """Return the precision that the plugin trainers use on ``device``.
+
+    CUDA trains with nnU-Net's float16 autocast. The CPU trains in float32 unless the plugin trainers enable
+    bfloat16 autocast there (see ``nnunet_resenc_plugin.training.precision``).
+    """
+    if device == "cuda":
+        return "fp16"
+    try:
+        from nnunet_resenc_plugin.training.precision import use_cpu_bf16
+    except ImportError:
+        return "fp32"
+    return "bf16" if use_cpu_bf16(torch.device("cpu")) else "fp32"
+
+
+@dataclass(frozen=True)
+class ComputeBudget:
+    """Time budget of the compute-aware mode.
+
+    Attributes:
+        device: ``cpu`` or ``cuda``, where candidate steps are timed.
+        seconds_per_iteration: Longest accepted time of one training iteration.
+    """
+
+    device: str
+    seconds_per_iteration: float
+
+    @classmethod
+    def from_options(cls, device: str | None, seconds_per_iteration: float | None) -> "ComputeBudget | None":
+        """Build a budget from the planner options, or return None when neither option is given.
+
+        Raises:
+            PlanningError: On an unknown device, a CUDA device that is not available, or a non-positive budget.
+        """
+        if device is None and seconds_per_iteration is None:
+            return None
+        device = device or "cpu"
+        if device not in DEVICES:
+            raise PlanningError(f"Unknown device {device!r}. Valid devices: {', '.join(DEVICES)}.")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise PlanningError("Device 'cuda' requested, but PyTorch finds no CUDA device. Use --device cpu.")
+        seconds = DEFAULT_SECONDS_PER_ITERATION if seconds_per_iteration is None else float(seconds_per_iteration)
+        if not seconds > 0:
+            raise PlanningError(f"Seconds per iteration must be positive, got {seconds_per_iteration}.")
+        return cls(device, seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the budget as a JSON-ready record for the plans."""
+        return {"device": self.device, "seconds_per_iteration": self.seconds_per_iteration}
+
+    def fit(
+        self,
+        topology: Topology,
+        memory_batch_size: int,
+        spacing: Sequence[float],
+        median_shape: Sequence[float],
+        input_channels: int,
+        num_classes: int,
+        make_arch_kwargs: Callable[[Topology], Mapping[str, Any]],
+        memory_model: MemoryModel,
+        target_bytes: float,
+        precision: str,
+        configuration: str,
+    ) -> tuple[Topology, int]:
+        """Shrink the memory plan until a batch of at least 2 fits the time budget.
+
+        For each candidate patch, the step time is measured at batch sizes 1 and 2, extrapolated linearly to the
+        largest batch that fits the budget, and that batch is timed once more to confirm.
+
+        Args:
+            topology: Topology of the memory plan.
+            memory_batch_size: Batch size of the memory plan; the result never exceeds it at the same patch.
+            spacing: Voxel spacing of the configuration.
+            median_shape: Median image shape of the configuration.
+            input_channels: Image channels.
+            num_classes: Output channels.
+            make_arch_kwargs: Builds the architecture keyword arguments for a topology.
+            memory_model: Memory model that bounds the batch size of smaller patches.
+            target_bytes: Memory target in bytes.
+            precision: Training precision used for timing.
+            configuration: Configuration name for the log.
+
+        Returns:
+            The chosen topology and batch size.
+        """
+        from nnunet_resenc_plugin.planning.measure import time_training_steps
+        from nnunet_resenc_plugin.planning.planner import NETWORK_CLASS_NAME, REQUIRES_IMPORT
+
+        network_class = pydoc.locate(NETWORK_CLASS_NAME)
+        best: tuple[Topology, int] | None = None
+        candidate: Topology | None = topology
+        for _ in range(MAX_TIMED_TOPOLOGIES):
+            if candidate is None:
+                break
+            arch_kwargs = make_arch_kwargs(candidate)
+            memory_limit = memory_batch_size if candidate == topology else memory_model.max_batch_size(
+                target_bytes, NETWORK_CLASS_NAME, arch_kwargs, REQUIRES_IMPORT, input_channels, num_classes,
+                candidate.patch_size)
+            kwargs = resolve_architecture(arch_kwargs, REQUIRES_IMPORT)
+
+            def build(kwargs=kwargs):
+                return network_class(input_channels=input_channels, num_classes=num_classes,
+                                     deep_supervision=True, **kwargs)
+
+            def timed(batch: int, patch=candidate.patch_size) -> float:
+                return time_training_steps(build, input_channels, num_classes, patch, batch, self.device,
+                                           "fp32" if precision == "fp32" else precision)
+
+            seconds_one = timed(1)
+            seconds_two = timed(2)
+            per_sample = max(seconds_two - seconds_one, 1e-6)
+            fixed = seconds_one - per_sample
+            batch = int(math.floor((self.seconds_per_iteration - fixed) / per_sample))
+            batch = min(batch, max(memory_limit, 1))
+            logger.info("%s: patch %s takes %.2f s at batch 1 and %.2f s at batch 2 on %s; batch %d fits %.1f s.",
+                        configuration, list(candidate.patch_size), seconds_one, seconds_two, self.device,
+                        max(batch, 0), self.seconds_per_iteration)
+            if batch >= 2:
+                seconds = seconds_two if batch == 2 else timed(batch)
+                while batch > 2 and seconds > self.seconds_per_iteration * TIME_TOLERANCE:
+                    batch = max(2, int(batch * self.seconds_per_iteration / seconds))
+                    seconds = timed(batch)
+                if seconds <= self.seconds_per_iteration * TIME_TOLERANCE:
+                    logger.info("%s: compute-aware plan: patch %s, batch %d, %.2f s per iteration on %s.",
+                                configuration, list(candidate.patch_size), batch, seconds, self.device)
+                    return candidate, batch
+            best = (candidate, 2)
+            candidate = shrink_patch(candidate, spacing, median_shape)
+        if best is None:
+            best = (topology, 2)
+        logger.warning("%s: no timed candidate fits %.1f s per iteration on %s; keeping patch %s at batch 2.",
+                       configuration, self.seconds_per_iteration, self.device, list(best[0].patch_size))
+        return best
