@@ -19,7 +19,7 @@ ENV_VAR = "nnUNet_extTrainer"
 # Set this variable to 1 to keep the hook from changing nnUNet_extTrainer.
 DISABLE_ENV_VAR = "nnUNet_resenc_disable_discovery"
 PACKAGE = "nnunet_resenc_plugin"
-# Folder inside the package that holds the shim module. It is deliberately not a Python package, so nnU-Net
+# Folder inside the package that contains the shim module. It is deliberately not a Python package, so nnU-Net
 # imports only the shim under a top-level name and never the plugin's real modules.
 TRAINER_FOLDER_PARTS = ("training", "ext_trainer")
 
@@ -54,9 +54,9 @@ def merge_trainer_folder(current: str | None, folder: str) -> str:
         The new value. Folders the user already lists keep their order and come first.
     """
     entries = [entry for entry in (current or "").split(os.pathsep) if entry.strip()]
-    wanted = os.path.normcase(os.path.realpath(folder))
+    expected = os.path.normcase(os.path.realpath(folder))
     for entry in entries:
-        if os.path.normcase(os.path.realpath(entry)) == wanted:
+        if os.path.normcase(os.path.realpath(entry)) == expected:
             return os.pathsep.join(entries)
     return os.pathsep.join([*entries, folder])
 

@@ -184,7 +184,8 @@ def test_unmatched_key_raises():
     state = dict(stock.state_dict())
     state["encoder.extra_head.weight"] = torch.zeros(3)
 
-    with pytest.raises(CheckpointConversionError, match=r"unmatched stock key encoder.extra_head.weight \(shape \(3,\)\)"):
+    expected = r"unmatched stock key encoder.extra_head.weight \(shape \(3,\)\)"
+    with pytest.raises(CheckpointConversionError, match=expected):
         stock_to_plugin_state_dict(state)
 
 

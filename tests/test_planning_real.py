@@ -61,7 +61,9 @@ def test_hippocampus_plans_and_preprocessing(planned_hippocampus):
 
     assert identifier == "nnUNetPluginResEncMPlans"
     fullres = plans["configurations"]["3d_fullres"]
-    assert fullres["patch_size"] == [40, 56, 40]
+    # The first four demo cases have a median shape of 40 x 48.5 x 36 voxels at 1 mm.
+    assert fullres["median_image_size_in_voxels"] == [40.0, 48.5, 36.0]
+    assert fullres["patch_size"] == [40, 48, 40]
     # Four cases: 5% of the dataset is far below two patches, so the minimum batch of 2 applies.
     assert fullres["batch_size"] == 2
     assert fullres["data_identifier"] == "nnUNetPlans_3d_fullres"
@@ -86,7 +88,8 @@ def test_stock_nnunet_loads_plans(planned_hippocampus):
         assert isinstance(network, ResEncUNet)
         with torch.no_grad():
             outputs = network(torch.zeros((1, 1, *config.patch_size)))
-        assert len(outputs) == len(config.pool_op_kernel_sizes)
+        # One output per decoder stage, which is one less than the number of stages.
+        assert len(outputs) == len(config.pool_op_kernel_sizes) - 1
         assert tuple(outputs[0].shape) == (1, 3, *config.patch_size)
 
 

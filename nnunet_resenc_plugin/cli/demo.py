@@ -18,11 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Training and inference device (default: cuda when available, else cpu).")
     parser.add_argument("--epochs", type=int, choices=(1, 5, 10, 50, 100, 250), default=10,
                         help="Training epochs (default: 10).")
-    parser.add_argument("--iterations", type=int, default=40,
-                        help="Training iterations per epoch (default: 40).")
-    parser.add_argument("--seconds-per-iteration", type=float, default=1.0, metavar="S",
+    parser.add_argument("--iterations", type=int, default=20,
+                        help="Training iterations per epoch (default: 20).")
+    parser.add_argument("--seconds-per-iteration", type=float, default=2.0, metavar="S",
                         help="Time budget per training iteration that the planner sizes patch and batch for "
-                        "(default: 1.0).")
+                        "(default: 2.0).")
 
 
 def run(args: argparse.Namespace) -> int:

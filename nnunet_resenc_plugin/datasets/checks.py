@@ -39,7 +39,7 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
 
 
 def check_dataset_id_is_unused(raw_root: Path, folder_name: str) -> None:
-    """Raise if ``raw_root`` holds another dataset folder with the same ID but a different name.
+    """Raise if ``raw_root`` contains another dataset folder with the same ID but a different name.
 
     nnU-Net finds a dataset by its ID, so two folders ``Dataset004_A`` and ``Dataset004_B`` make the ID ambiguous.
 
@@ -68,7 +68,7 @@ def integer_label_array(array: np.ndarray, source: Path) -> np.ndarray:
         source: Label file, named in error messages.
 
     Raises:
-        DatasetConversionError: If the array holds non-finite or fractional values, or negative values.
+        DatasetConversionError: If the array contains non-finite or fractional values, or negative values.
     """
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)):

@@ -1,6 +1,6 @@
 """Conversion of the 2018 Data Science Bowl nuclei layout into nnU-Net's raw layout.
 
-The source holds one folder per case, ``<id>/images/<id>.png`` (RGBA) and ``<id>/masks/*.png`` (one binary mask
+The source contains one folder per case, ``<id>/images/<id>.png`` (RGBA) and ``<id>/masks/*.png`` (one binary mask
 per nucleus). The converter writes ``imagesTr/<id>_0000.png`` and ``labelsTr/<id>.png`` for nnU-Net's
 ``NaturalImage2DIO`` reader:
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 PNG_ENDING = ".png"
 CHANNEL_MODES = ("auto", "gray", "rgb")
 LABELS = {"background": 0, "nucleus": 1}
-# Values a DSB mask may hold: 0/255 as shipped, or 0/1 as written by some tools.
+# Values a DSB mask may contain: 0/255 as shipped, or 0/1 as written by some tools.
 MASK_VALUES = frozenset({0, 1, 255})
 
 
@@ -131,7 +131,7 @@ def _read_case(case_dir: Path) -> tuple[str, np.ndarray, np.ndarray]:
     mask_paths = sorted((case_dir / "masks").glob(f"*{PNG_ENDING}"))
     if not mask_paths:
         raise DatasetConversionError(
-            f"Image {image_path} has no label: {case_dir / 'masks'} holds no PNG mask. Add the masks or remove "
+            f"Image {image_path} has no label: {case_dir / 'masks'} contains no PNG mask. Add the masks or remove "
             "the case."
         )
 
@@ -148,7 +148,7 @@ def _read_case(case_dir: Path) -> tuple[str, np.ndarray, np.ndarray]:
         unexpected = sorted(set(np.unique(mask).tolist()) - MASK_VALUES)
         if unexpected:
             raise DatasetConversionError(
-                f"Mask {mask_path} contains values {unexpected[:5]}; binary masks hold 0 and 255 (or 0 and 1)."
+                f"Mask {mask_path} contains values {unexpected[:5]}; binary masks contain only 0 and 255 (or 0 and 1)."
             )
         label[mask > 0] = 1
     return identifier, image, label

@@ -1,6 +1,6 @@
 """Conversion of Medical Segmentation Decathlon (MSD) style NIfTI folders into nnU-Net's raw layout.
 
-The source folder holds ``imagesTr/CASE.nii.gz`` and ``labelsTr/CASE.nii.gz`` with equal names, optionally
+The source folder contains ``imagesTr/CASE.nii.gz`` and ``labelsTr/CASE.nii.gz`` with equal names, optionally
 ``imagesTs/`` and an MSD ``dataset.json`` (``labels`` as ``{"0": "background", ...}`` and ``modality``). Images
 that hold one channel are copied byte for byte to ``CASE_0000.nii.gz``; 4D images are split into one file per
 channel. Label files are copied unchanged when they hold integers and rewritten as integers when they are stored

@@ -46,7 +46,9 @@ def expand_per_stage(argument: str, value: Any, n_entries: int, minimum: int) ->
             f"(n_conv_per_stage_decoder: one per stage except the deepest) or a single int."
         )
     if any(entry < minimum for entry in values):
-        raise NetworkConfigError(f"{argument}={value!r} has an entry below {minimum}; every entry must be >= {minimum}.")
+        raise NetworkConfigError(
+            f"{argument}={value!r} has an entry below {minimum}. Every entry must be >= {minimum}."
+        )
     return tuple(values)
 
 
@@ -81,7 +83,7 @@ def expand_per_axis(argument: str, value: Any, n_stages: int, dim: int) -> tuple
                 f"the {dim}D conv_op."
             )
         if any(axis < 1 for axis in axes):
-            raise NetworkConfigError(f"{argument}[{stage}]={entry!r} has a non-positive entry; use values >= 1.")
+            raise NetworkConfigError(f"{argument}[{stage}]={entry!r} has a non-positive entry. Use values >= 1.")
         expanded.append(tuple(axes))
     return tuple(expanded)
 
@@ -115,7 +117,8 @@ def build_topology(
 
     if any(axis != 1 for axis in stride_list[0]):
         raise NetworkConfigError(
-            f"strides[0]={list(stride_list[0])} must be all ones: the first stage works at the input resolution. "
+            f"strides[0]={list(stride_list[0])} must be all ones because the first stage works at the input "
+            f"resolution. "
             f"Prepend a stage with stride {[1] * dim} or move this stride to the next stage."
         )
     even_kernels = [list(kernel) for kernel in kernels if any(axis % 2 == 0 for axis in kernel)]

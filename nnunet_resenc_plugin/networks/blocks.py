@@ -252,7 +252,8 @@ class ResidualBlock(nn.Module):
         out = self.squeeze_excitation(out)
         out = self.drop_path(out)
 
-        out = out + identity
+        # In place, as the branch output is not needed again; autograd raises if a layer saved it for backward.
+        out += identity
         return self.act(out)
 
     def _shortcut_feature_map_size(self, input_size: Sequence[int]) -> int:

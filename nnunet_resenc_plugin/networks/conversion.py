@@ -24,8 +24,8 @@ from nnunet_resenc_plugin.errors import CheckpointConversionError
 
 _PARAM = r"(?P<param>[A-Za-z_]+)"
 
-# (stock pattern, plugin pattern) pairs written with named groups; each side is turned into a regex and a
-# format template, so one table drives both directions.
+# Pairs of (stock name, plugin name) with named placeholders. Each side becomes a regex on one direction and a
+# format template on the other, so one table drives both conversions.
 _NAME_PAIRS = (
     ("encoder.stem.convs.0.{layer}.{param}", "encoder.stem.{layer}.{param}"),
     (
@@ -87,7 +87,9 @@ def _wrapper_hint(keys: Sequence[str]) -> str:
     )
 
 
-def _merge_alias(merged: dict[str, torch.Tensor], key: str, tensor: torch.Tensor, source: str, errors: list[str]) -> None:
+def _merge_alias(
+    merged: dict[str, torch.Tensor], key: str, tensor: torch.Tensor, source: str, errors: list[str]
+) -> None:
     """Store `tensor` under `key` unless an equal tensor is already there; record a conflict otherwise."""
     if key not in merged:
         merged[key] = tensor
@@ -204,7 +206,12 @@ def _dropout_layer_paths(keys: Sequence[str]) -> re.Pattern[str]:
     """Match the stock layer paths that hold a dropout when the stock network was built with `dropout_op`."""
     bottleneck = any(re.search(r"\.blocks\.\d+\.conv3\.", key) for key in keys)
     block_conv = "conv2" if bottleneck else "conv1"
-    return re.compile(rf"^(encoder\.stem\.convs\.0|encoder\.stages\.\d+\.blocks\.\d+\.{block_conv}|decoder\.stages\.\d+\.convs\.\d+)$")
+    paths = (
+        r"encoder\.stem\.convs\.0",
+        rf"encoder\.stages\.\d+\.blocks\.\d+\.{block_conv}",
+        r"decoder\.stages\.\d+\.convs\.\d+",
+    )
+    return re.compile("^(" + "|".join(paths) + ")$")
 
 
 def plugin_to_stock_state_dict(
@@ -220,8 +227,8 @@ def plugin_to_stock_state_dict(
         state_dict: State dict of the plugin network.
         reference: Optional target `ResidualEncoderUNet` or its state dict; when given, missing keys, unexpected
             keys and shape mismatches are reported too.
-        strides: Per-stage strides of the network. Only needed when a stage after the first has stride 1
-            everywhere; by default every stage after the first is taken as strided, as nnU-Net plans it.
+        strides: Per-stage strides of the network. By default every stage after the first counts as strided,
+            as nnU-Net plans it, so pass the strides only when a later stage has stride 1 on every axis.
         with_dropout: Whether the stock network was built with a `dropout_op`, which shifts the position of
             the norm inside the stock `all_modules` sequences.
 

@@ -96,8 +96,10 @@ class ComputeBudget:
     ) -> tuple[Topology, int]:
         """Shrink the memory plan until a batch of at least 2 fits the time budget.
 
-        For each candidate patch, the step time is measured at batch sizes 1 and 2, extrapolated linearly to the
-        largest batch that fits the budget, and that batch is timed once more to confirm.
+        For each candidate patch, the step time is measured at batch sizes 1 and 2 and extrapolated linearly to
+        the largest batch within the budget, which is timed once more to confirm. When batch 2 is too slow, the
+        patch shrinks until its voxels fall by the factor the budget asks for (step time grows about linearly
+        with the voxels), and the smaller patch is timed.
 
         Args:
             topology: Topology of the memory plan.
@@ -119,11 +121,9 @@ class ComputeBudget:
         from nnunet_resenc_plugin.planning.planner import NETWORK_CLASS_NAME, REQUIRES_IMPORT
 
         network_class = pydoc.locate(NETWORK_CLASS_NAME)
-        best: tuple[Topology, int] | None = None
-        candidate: Topology | None = topology
+        budget = self.seconds_per_iteration
+        candidate = topology
         for _ in range(MAX_TIMED_TOPOLOGIES):
-            if candidate is None:
-                break
             arch_kwargs = make_arch_kwargs(candidate)
             memory_limit = memory_batch_size if candidate == topology else memory_model.max_batch_size(
                 target_bytes, NETWORK_CLASS_NAME, arch_kwargs, REQUIRES_IMPORT, input_channels, num_classes,
@@ -134,32 +134,38 @@ class ComputeBudget:
                 return network_class(input_channels=input_channels, num_classes=num_classes,
                                      deep_supervision=True, **kwargs)
 
-            def timed(batch: int, patch=candidate.patch_size) -> float:
-                return time_training_steps(build, input_channels, num_classes, patch, batch, self.device,
-                                           "fp32" if precision == "fp32" else precision)
-
-            seconds_one = timed(1)
-            seconds_two = timed(2)
-            per_sample = max(seconds_two - seconds_one, 1e-6)
-            fixed = seconds_one - per_sample
-            batch = int(math.floor((self.seconds_per_iteration - fixed) / per_sample))
-            batch = min(batch, max(memory_limit, 1))
-            logger.info("%s: patch %s takes %.2f s at batch 1 and %.2f s at batch 2 on %s; batch %d fits %.1f s.",
-                        configuration, list(candidate.patch_size), seconds_one, seconds_two, self.device,
-                        max(batch, 0), self.seconds_per_iteration)
+            seconds = time_training_steps(build, input_channels, num_classes, candidate.patch_size, (1, 2),
+                                          self.device, precision)
+            per_sample = max(seconds[2] - seconds[1], 1e-3 * seconds[2])
+            fixed = max(seconds[1] - per_sample, 0.0)
+            batch = min(int(math.floor((budget - fixed) / per_sample)), max(memory_limit, 1))
+            logger.info("%s: patch %s takes %.2f s at batch 1 and %.2f s at batch 2 on %s.", configuration,
+                        list(candidate.patch_size), seconds[1], seconds[2], self.device)
             if batch >= 2:
-                seconds = seconds_two if batch == 2 else timed(batch)
-                while batch > 2 and seconds > self.seconds_per_iteration * TIME_TOLERANCE:
-                    batch = max(2, int(batch * self.seconds_per_iteration / seconds))
-                    seconds = timed(batch)
-                if seconds <= self.seconds_per_iteration * TIME_TOLERANCE:
-                    logger.info("%s: compute-aware plan: patch %s, batch %d, %.2f s per iteration on %s.",
-                                configuration, list(candidate.patch_size), batch, seconds, self.device)
+                confirmed = seconds[2]
+                for _ in range(2):
+                    if batch > 2:
+                        confirmed = time_training_steps(build, input_channels, num_classes, candidate.patch_size,
+                                                        (batch,), self.device, precision)[batch]
+                    if confirmed <= budget * TIME_TOLERANCE or batch == 2:
+                        break
+                    batch = max(2, int(batch * budget / confirmed))
+                    confirmed = seconds[2]
+                if confirmed <= budget * TIME_TOLERANCE:
+                    logger.info("%s: compute-aware plan: patch %s, batch %d, about %.2f s per iteration on %s.",
+                                configuration, list(candidate.patch_size), batch, confirmed, self.device)
                     return candidate, batch
-            best = (candidate, 2)
-            candidate = shrink_patch(candidate, spacing, median_shape)
-        if best is None:
-            best = (topology, 2)
+            # Too slow at batch 2: shrink the patch by the voxel factor the budget asks for.
+            target_voxels = math.prod(candidate.patch_size) * budget / seconds[2]
+            smaller = candidate
+            while math.prod(smaller.patch_size) > target_voxels:
+                next_smaller = shrink_patch(smaller, spacing, median_shape)
+                if next_smaller is None:
+                    break
+                smaller = next_smaller
+            if smaller == candidate:
+                break
+            candidate = smaller
         logger.warning("%s: no timed candidate fits %.1f s per iteration on %s; keeping patch %s at batch 2.",
-                       configuration, self.seconds_per_iteration, self.device, list(best[0].patch_size))
-        return best
+                       configuration, budget, self.device, list(candidate.patch_size))
+        return candidate, 2

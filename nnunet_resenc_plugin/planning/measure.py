@@ -128,31 +128,42 @@ def measure_cuda_peak_bytes(build_network: Callable[[], nn.Module], input_channe
 
 
 def time_training_steps(build_network: Callable[[], nn.Module], input_channels: int, num_classes: int,
-                        patch_size: Sequence[int], batch_size: int, device: torch.device | str,
-                        precision: str = "fp32", iterations: int = 2) -> float:
-    """Return the mean seconds per training iteration, after one warm-up step.
+                        patch_size: Sequence[int], batch_sizes: Sequence[int], device: torch.device | str,
+                        precision: str = "fp32", repeats: int = 1) -> dict[int, float]:
+    """Return the seconds per training iteration at each batch size, for one network built once.
+
+    Each batch size gets one warm-up step (new shapes make oneDNN and cuDNN pick kernels) and then ``repeats``
+    timed steps, of which the fastest counts, because other processes on the machine only ever add time.
 
     Args:
         build_network: Builds the network with deep supervision on.
         input_channels: Channels of the input batch.
         num_classes: Output channels.
         patch_size: Spatial patch size.
-        batch_size: Samples per batch.
+        batch_sizes: Batch sizes to time.
         device: Device to time on.
         precision: ``fp32``, ``fp16`` or ``bf16`` autocast.
-        iterations: Timed iterations after the warm-up.
+        repeats: Timed steps per batch size.
     """
     device = torch.device(device)
-    network, optimizer, data, targets, loss_fn = _setup(build_network, input_channels, num_classes, patch_size,
-                                                        batch_size, device)
-    _train_step(network, loss_fn, optimizer, data, targets, precision)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
+    network, optimizer, _, _, loss_fn = _setup(build_network, input_channels, num_classes, patch_size, 1, device)
+    seconds: dict[int, float] = {}
+    for batch_size in batch_sizes:
+        data = torch.randn((batch_size, input_channels, *patch_size), device=device)
+        with torch.no_grad():
+            shapes = _deep_supervision_shapes(network(data))
+        targets = _make_batch(shapes, data, num_classes)
         _train_step(network, loss_fn, optimizer, data, targets, precision)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = (time.perf_counter() - start) / iterations
-    logger.debug("patch %s, batch %d: %.3f s per iteration on %s", list(patch_size), batch_size, seconds, device)
+        timings = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            _train_step(network, loss_fn, optimizer, data, targets, precision)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timings.append(time.perf_counter() - start)
+        seconds[batch_size] = min(timings)
+        logger.debug("patch %s, batch %d: %.3f s per iteration on %s", list(patch_size), batch_size,
+                     seconds[batch_size], device)
     return seconds

@@ -121,7 +121,8 @@ def log_small_image_choice(topology: Topology, median_shape: Sequence[float], co
     """Log how a configuration with few stages will train, so users see why deep supervision changes."""
     if topology.n_stages >= 3:
         return
-    outputs = topology.n_stages
+    # One output per decoder stage; a one-stage network has no decoder stage and returns its single output.
+    outputs = max(1, topology.n_stages - 1)
     logger.info(
         "%s: median image %s allows only %d stage(s) (an axis is downsampled only while it stays >= %d voxels "
         "long). The network gets %d deep-supervision output(s); the plugin trainers weight them so the loss "

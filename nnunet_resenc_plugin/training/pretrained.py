@@ -19,11 +19,14 @@ from nnunet_resenc_plugin.errors import CheckpointConversionError
 
 logger = logging.getLogger(__name__)
 
-# Keys of segmentation output layers. Their shape depends on the number of classes, so they are never loaded,
-# which matches nnU-Net's own -pretrained_weights behaviour.
-SEGMENTATION_KEY_MARKERS: tuple[str, ...] = (".seg_layers.",)
+# Key prefixes of the segmentation output layers (plugin, then stock naming). Their shape depends on the number
+# of classes, so they are never loaded, as nnU-Net's own -pretrained_weights does.
+SEGMENTATION_KEY_PREFIXES: tuple[str, ...] = ("decoder.heads.", "decoder.seg_layers.")
 ENCODER_PREFIX = "encoder."
-# Longest list of mismatched keys that an error message shows in full.
+# Key fragments that only dynamic-network-architectures' ResidualEncoderUNet state dicts contain.
+_STOCK_KEY_MARKERS: tuple[str, ...] = (".all_modules.", "decoder.encoder.", "decoder.seg_layers.",
+                                       "decoder.transpconvs.", "encoder.stem.convs.")
+# Maximum number of mismatched keys that an error message lists.
 _MAX_LISTED_KEYS = 20
 
 
@@ -37,7 +40,7 @@ def read_checkpoint_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         The state dict, on the CPU.
 
     Raises:
-        CheckpointConversionError: If the file is missing or holds no state dict.
+        CheckpointConversionError: If the file is missing or contains no state dict.
     """
     if not os.path.isfile(path):
         raise CheckpointConversionError(f"Checkpoint {str(path)!r} not found. Pass the path of a .pth file "
@@ -48,7 +51,7 @@ def read_checkpoint_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if isinstance(checkpoint, Mapping) and "network_weights" in checkpoint:
         checkpoint = checkpoint["network_weights"]
     if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise CheckpointConversionError(f"{str(path)!r} holds no state dict: expected an nnU-Net checkpoint with "
+        raise CheckpointConversionError(f"{str(path)!r} contains no state dict: expected an nnU-Net checkpoint with "
                                         f"a 'network_weights' entry or a mapping of names to tensors.")
     return {_strip_wrapper_prefixes(key): value for key, value in checkpoint.items()}
 
@@ -68,17 +71,18 @@ def unwrap_network(network: nn.Module) -> nn.Module:
     return getattr(network, "_orig_mod", network)
 
 
-def to_plugin_keys(weights: dict[str, torch.Tensor], target_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Convert stock ResEnc weights to plugin keys unless they already use the target's key names.
+def is_stock_state_dict(weights: Mapping[str, torch.Tensor]) -> bool:
+    """Return whether ``weights`` uses the key names of dynamic-network-architectures' ResidualEncoderUNet."""
+    return any(marker in key for key in weights for marker in _STOCK_KEY_MARKERS)
 
-    Args:
-        weights: State dict read from a checkpoint.
-        target_keys: Keys of the network that will receive the weights.
 
-    Returns:
-        A state dict with plugin key names.
+def to_plugin_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert stock ResEnc weights to plugin key names; plugin weights are returned unchanged.
+
+    Raises:
+        CheckpointConversionError: If stock weights contain keys that the conversion does not know.
     """
-    if set(weights) & target_keys:
+    if not is_stock_state_dict(weights):
         return weights
     from nnunet_resenc_plugin.networks.conversion import stock_to_plugin_state_dict
 
@@ -105,7 +109,7 @@ def select_weights(weights: Mapping[str, torch.Tensor], target: Mapping[str, tor
     problems: list[str] = []
     selected: dict[str, torch.Tensor] = {}
     for key, tensor in target.items():
-        if any(marker in f".{key}" for marker in SEGMENTATION_KEY_MARKERS):
+        if key.startswith(SEGMENTATION_KEY_PREFIXES):
             continue
         if encoder_only and not key.startswith(ENCODER_PREFIX):
             continue
@@ -146,7 +150,7 @@ def load_pretrained(network: nn.Module, path: str | os.PathLike, encoder_only: b
     """
     module = unwrap_network(network)
     target = module.state_dict()
-    weights = to_plugin_keys(read_checkpoint_weights(path), set(target))
+    weights = to_plugin_keys(read_checkpoint_weights(path))
     selected = select_weights(weights, target, encoder_only)
     merged = dict(target)
     merged.update({key: value.to(target[key].dtype) for key, value in selected.items()})

@@ -125,7 +125,7 @@ class nnUNetTrainerResEnc(nnUNetTrainer):
         with precision.cpu_autocast(True):
             output = self.network(data)
 
-        # The loss runs in float32: softmax and the Dice sums lose too many digits in bfloat16.
+        # The loss runs in float32 because softmax and the Dice sums need more than bfloat16's 8-bit mantissa.
         loss = self.loss(precision.to_float32(output), target)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), _GRAD_CLIP_NORM)
