@@ -2,8 +2,8 @@
 
 Both networks are built in one process at the same configuration and with the same weights, and their
 forward+backward steps are timed alternately, so that load changes on the machine affect both alike. The ratio
-printed is stock time / plugin time: 1.0 or more means the plugin is at least as fast. Optional fast paths
-(channels-last memory format, bf16 autocast, torch.compile) are then measured on the plugin network.
+printed is stock time / plugin time: 1.0 or more means the plugin is at least as fast. Optional fast paths of
+the plugin network (channels-last memory format, bf16 autocast, torch.compile) join the same rotation.
 
 Peak memory is the largest sum of bytes allocated minus bytes freed during one training step, replayed from the
 CPU allocator events that the PyTorch profiler records with `profile_memory=True` (on CUDA, the caching
@@ -23,7 +23,7 @@ import logging
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
@@ -178,41 +178,29 @@ def _logged(message: str) -> Iterator[None]:
 
 
 def benchmark_config(config: str, args: argparse.Namespace, device: torch.device) -> list[Measurement]:
-    """Measure stock, plugin and the plugin's fast paths for one configuration."""
-    _, default_batch, patch = CONFIGS[config]
+    """Measure stock, plugin and the plugin's fast paths for one configuration, all timed in alternation."""
+    arch_kwargs, default_batch, patch = CONFIGS[config]
     batch = args.batch_size or default_batch
     stock, plugin, dim = build_pair(config, device)
     x = torch.randn(batch, 1, *patch, device=device)
 
-    with _logged(f"{config}: stock vs plugin, batch {batch}, patch {list(patch)}"):
-        results = measure_alternating(
-            {"stock": (stock, x, False), "plugin": (plugin, x, False)}, args.warmup, args.iterations
-        )
-    del stock
-
-    fast_paths: dict[str, Callable[[], tuple[nn.Module, torch.Tensor, bool]]] = {}
+    variants = {"stock": (stock, x, False), "plugin": (plugin, x, False)}
     if "channels_last" in args.fast_paths:
-        def channels_last() -> tuple[nn.Module, torch.Tensor, bool]:
-            memory_format = _channels_last_format(dim)
-            network = ResEncUNet(input_channels=1, num_classes=3, deep_supervision=True, **CONFIGS[config][0])
-            network.load_state_dict(plugin.state_dict())
-            return network.to(device, memory_format=memory_format).train(), x.to(memory_format=memory_format), False
-
-        fast_paths["plugin+channels_last"] = channels_last
+        memory_format = _channels_last_format(dim)
+        channels_last = ResEncUNet(input_channels=1, num_classes=3, deep_supervision=True, **arch_kwargs)
+        channels_last.load_state_dict(plugin.state_dict())
+        channels_last = channels_last.to(device, memory_format=memory_format).train()
+        variants["plugin+channels_last"] = (channels_last, x.to(memory_format=memory_format), False)
     if "bf16" in args.fast_paths:
-        fast_paths["plugin+bf16_autocast"] = lambda: (plugin, x, True)
+        variants["plugin+bf16_autocast"] = (plugin, x, True)
     if args.compile:
-        fast_paths["plugin+compile"] = lambda: (torch.compile(plugin), x, False)
+        compiled = torch.compile(plugin, dynamic=False)
+        with _logged(f"{config}: first step of plugin+compile (compilation)"):
+            training_step(compiled, x, False)
+        variants["plugin+compile"] = (compiled, x, False)
 
-    for name, make_variant in fast_paths.items():
-        with _logged(f"{config}: {name}"):
-            variant = make_variant()
-            if name.endswith("compile"):
-                start = time.perf_counter()
-                training_step(*variant)
-                logger.info("%s: first step (compilation) took %.1f s", name, time.perf_counter() - start)
-            results.extend(measure_alternating({name: variant}, args.warmup, args.iterations))
-    return results
+    with _logged(f"{config}: {', '.join(variants)}; batch {batch}, patch {list(patch)}"):
+        return measure_alternating(variants, args.warmup, args.iterations)
 
 
 def format_table(config: str, results: list[Measurement], batch: int) -> str:

@@ -220,3 +220,18 @@ def test_plugin_to_stock_with_unstrided_stage():
     converted = plugin_to_stock_state_dict(plugin.state_dict(), reference=stock, strides=arguments["strides"])
     stock.load_state_dict(converted, strict=True)
     assert max_output_difference(stock, plugin, 2) < TOLERANCE
+
+
+@pytest.mark.parametrize("deep_supervision", [True, False], ids=["ds", "no_ds"])
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_feature_map_size_matches_stock(dim, block, deep_supervision):
+    stock, plugin = build_pair(dim, block)
+    stock.decoder.deep_supervision = deep_supervision
+    plugin.decoder.deep_supervision = deep_supervision
+    patch = [2 * size for size in SPATIAL[dim]]
+
+    expected = int(stock.compute_conv_feature_map_size(patch))
+    actual = plugin.compute_conv_feature_map_size(patch)
+
+    assert actual == expected

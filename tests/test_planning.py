@@ -247,3 +247,52 @@ def test_planner_rejects_bad_memory_target(tmp_path, monkeypatch):
 
     with pytest.raises(PlanningError, match="positive number of GB"):
         ResEncPluginPlanner(903, gpu_memory_target_in_gb=0)
+
+
+def _fake_step_time(seconds_per_voxel: float, overhead: float, calls: list):
+    """Stand-in for timed training steps: overhead plus a cost per voxel and sample."""
+
+    def time_steps(build, input_channels, num_classes, patch_size, batch_sizes, device, precision, repeats=1):
+        calls.append((tuple(patch_size), tuple(batch_sizes)))
+        return {b: overhead + seconds_per_voxel * math.prod(patch_size) * b for b in batch_sizes}
+
+    return time_steps
+
+
+@pytest.mark.parametrize("budget, patch, batch", [
+    # 40x56x40 at batch 2 takes 0.1 + 2 * 0.896 = 1.89 s; a 10 s budget fits batch floor(10 / 0.946) = 10.
+    (10.0, [40, 56, 40], 10),
+    # A 1 s budget asks for at most 47,400 voxels: the patch shrinks to 32x40x32 (40,960), which takes 0.92 s.
+    (1.0, [32, 40, 32], 2),
+])
+def test_compute_aware_fit(monkeypatch, budget, patch, batch):
+    from nnunet_resenc_plugin.planning import measure
+    from nnunet_resenc_plugin.planning.compute_aware import ComputeBudget
+    from nnunet_resenc_plugin.planning.memory import MemoryModel
+    from nnunet_resenc_plugin.planning.planner import build_arch_kwargs
+
+    calls = []
+    monkeypatch.setattr(measure, "time_training_steps", _fake_step_time(1e-5, 0.1, calls))
+    spacing, median = (1.0, 1.0, 1.0), (35.0, 50.0, 36.0)
+    topology = compute_topology(spacing, initial_patch_size(spacing, median))
+    preset, options = get_preset("M"), parse_block_options({})
+
+    chosen, chosen_batch = ComputeBudget("cpu", budget).fit(
+        topology, 60, spacing, median, 1, 3, lambda t: build_arch_kwargs(t, preset, options),
+        MemoryModel("fp32"), 8e9, "fp32", "3d_fullres")
+
+    assert list(chosen.patch_size) == patch
+    assert chosen_batch == batch
+    assert len(calls) == 2
+
+
+def test_compute_budget_options():
+    from nnunet_resenc_plugin.planning.compute_aware import DEFAULT_SECONDS_PER_ITERATION, ComputeBudget
+
+    assert ComputeBudget.from_options(None, None) is None
+    assert ComputeBudget.from_options("cpu", None).seconds_per_iteration == DEFAULT_SECONDS_PER_ITERATION
+    assert ComputeBudget.from_options(None, 3.0).device == "cpu"
+    with pytest.raises(PlanningError, match="Valid devices: cpu, cuda"):
+        ComputeBudget.from_options("tpu", None)
+    with pytest.raises(PlanningError, match="must be positive"):
+        ComputeBudget.from_options("cpu", 0)

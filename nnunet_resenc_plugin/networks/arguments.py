@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Sequence
 
 from nnunet_resenc_plugin.errors import NetworkConfigError
@@ -12,8 +13,18 @@ from nnunet_resenc_plugin.networks.layers import POOL_KINDS
 DOWNSAMPLING_TYPES = ("conv",) + POOL_KINDS
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_int(value: Any) -> bool:
+    """Return whether `value` is an integer (Python or NumPy) and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _as_list(value: Any) -> Any:
+    """Turn tuples and NumPy arrays into lists, which planners may pass before the plans go through JSON."""
+    if hasattr(value, "tolist") and not is_int(value):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
 def _check_choice(argument: str, value: Any, allowed: Sequence[str]) -> str:
@@ -37,8 +48,8 @@ def expand_per_stage(argument: str, value: Any, n_entries: int, minimum: int) ->
     Raises:
         NetworkConfigError: wrong length, a non-int entry or an entry below `minimum`.
     """
-    values = [value] * n_entries if _is_int(value) else value
-    if not isinstance(values, (list, tuple)) or not all(_is_int(entry) for entry in values):
+    values = [value] * n_entries if is_int(value) else _as_list(value)
+    if not isinstance(values, list) or not all(is_int(entry) for entry in values):
         raise NetworkConfigError(f"{argument}={value!r} must be an int or a list of {n_entries} ints.")
     if len(values) != n_entries:
         raise NetworkConfigError(
@@ -49,7 +60,7 @@ def expand_per_stage(argument: str, value: Any, n_entries: int, minimum: int) ->
         raise NetworkConfigError(
             f"{argument}={value!r} has an entry below {minimum}. Every entry must be >= {minimum}."
         )
-    return tuple(values)
+    return tuple(int(entry) for entry in values)
 
 
 def expand_per_axis(argument: str, value: Any, n_stages: int, dim: int) -> tuple[tuple[int, ...], ...]:
@@ -68,23 +79,23 @@ def expand_per_axis(argument: str, value: Any, n_stages: int, dim: int) -> tuple
     Raises:
         NetworkConfigError: wrong number of stages or axes, or a non-positive entry.
     """
-    per_stage = [value] * n_stages if _is_int(value) else value
-    if not isinstance(per_stage, (list, tuple)) or len(per_stage) != n_stages:
+    per_stage = [value] * n_stages if is_int(value) else _as_list(value)
+    if not isinstance(per_stage, list) or len(per_stage) != n_stages:
         raise NetworkConfigError(
             f"{argument}={value!r} must have one entry per stage ({n_stages}), each an int or a list of {dim} ints."
         )
 
     expanded = []
     for stage, entry in enumerate(per_stage):
-        axes = [entry] * dim if _is_int(entry) else entry
-        if not isinstance(axes, (list, tuple)) or len(axes) != dim or not all(_is_int(axis) for axis in axes):
+        axes = [entry] * dim if is_int(entry) else _as_list(entry)
+        if not isinstance(axes, list) or len(axes) != dim or not all(is_int(axis) for axis in axes):
             raise NetworkConfigError(
                 f"{argument}[{stage}]={entry!r} must be an int or a list of {dim} ints, one per spatial axis of "
                 f"the {dim}D conv_op."
             )
         if any(axis < 1 for axis in axes):
             raise NetworkConfigError(f"{argument}[{stage}]={entry!r} has a non-positive entry. Use values >= 1.")
-        expanded.append(tuple(axes))
+        expanded.append(tuple(int(axis) for axis in axes))
     return tuple(expanded)
 
 
@@ -107,8 +118,9 @@ def build_topology(
     Raises:
         NetworkConfigError: any invalid argument; the message names the value and the fix.
     """
-    if not _is_int(n_stages) or n_stages < 1:
+    if not is_int(n_stages) or n_stages < 1:
         raise NetworkConfigError(f"n_stages={n_stages!r} must be an int >= 1.")
+    n_stages = int(n_stages)
 
     features = expand_per_stage("features_per_stage", features_per_stage, n_stages, 1)
     kernels = expand_per_axis("kernel_sizes", kernel_sizes, n_stages, dim)
@@ -136,8 +148,8 @@ def build_topology(
 
     if stem_channels is None:
         stem = features[0]
-    elif _is_int(stem_channels) and stem_channels >= 1:
-        stem = stem_channels
+    elif is_int(stem_channels) and stem_channels >= 1:
+        stem = int(stem_channels)
     else:
         raise NetworkConfigError(f"stem_channels={stem_channels!r} must be None or an int >= 1.")
 

@@ -101,7 +101,7 @@ class EncoderStage(nn.Module):
                 )
             blocks.append(block)
         self.blocks = nn.Sequential(*blocks)
-        self._pools = pools
+        self.pools_before_blocks = pools
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
@@ -111,7 +111,7 @@ class EncoderStage(nn.Module):
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
         """Return the number of conv output elements per sample for a `(*spatial)` input size."""
         output_size = [size // step for size, step in zip(input_size, self.stride)]
-        size = self.blocks[0].compute_conv_feature_map_size(output_size if self._pools else input_size)
+        size = self.blocks[0].compute_conv_feature_map_size(output_size if self.pools_before_blocks else input_size)
         for block in self.blocks[1:]:
             size += block.compute_conv_feature_map_size(output_size)
         return size

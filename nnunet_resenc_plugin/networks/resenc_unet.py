@@ -14,7 +14,13 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from nnunet_resenc_plugin.errors import NetworkConfigError
-from nnunet_resenc_plugin.networks.arguments import build_block_options, build_topology, expand_per_stage, total_strides
+from nnunet_resenc_plugin.networks.arguments import (
+    build_block_options,
+    build_topology,
+    expand_per_stage,
+    is_int,
+    total_strides,
+)
 from nnunet_resenc_plugin.networks.blocks import ResidualBlock
 from nnunet_resenc_plugin.networks.decoder import UNetDecoder
 from nnunet_resenc_plugin.networks.encoder import ResidualEncoder
@@ -105,8 +111,9 @@ class ResEncUNet(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("input_channels", input_channels), ("num_classes", num_classes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise NetworkConfigError(f"{name}={value!r} must be an int >= 1.")
+        input_channels, num_classes = int(input_channels), int(num_classes)
 
         if norm_op_kwargs is None and norm_op is not None:
             norm_op_kwargs = {"eps": 1e-5, "affine": True}

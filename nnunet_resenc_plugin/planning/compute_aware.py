@@ -26,6 +26,8 @@ DEVICES = ("cpu", "cuda")
 DEFAULT_SECONDS_PER_ITERATION = 5.0
 # Accept a measured time up to this factor over the budget, because step times jitter by a few percent.
 TIME_TOLERANCE = 1.1
+# Timed steps per measurement, after a warm-up step; the fastest counts.
+TIMED_REPEATS = 2
 # Upper bound on timed patch sizes, so a planner run stays within minutes on slow devices.
 MAX_TIMED_TOPOLOGIES = 8
 
@@ -96,10 +98,10 @@ class ComputeBudget:
     ) -> tuple[Topology, int]:
         """Shrink the memory plan until a batch of at least 2 fits the time budget.
 
-        For each candidate patch, the step time is measured at batch sizes 1 and 2 and extrapolated linearly to
-        the largest batch within the budget, which is timed once more to confirm. When batch 2 is too slow, the
-        patch shrinks until its voxels fall by the factor the budget asks for (step time grows about linearly
-        with the voxels), and the smaller patch is timed.
+        For each candidate patch, the step time is measured at batch size 2 and scaled in proportion to the
+        largest batch within the budget, which is timed once more to confirm (and scaled down once if it is too
+        slow). When batch 2 is too slow, the patch shrinks until its voxels fall by the factor the budget asks
+        for (step time grows about linearly with the voxels), and the smaller patch is timed.
 
         Args:
             topology: Topology of the memory plan.
@@ -134,29 +136,28 @@ class ComputeBudget:
                 return network_class(input_channels=input_channels, num_classes=num_classes,
                                      deep_supervision=True, **kwargs)
 
-            seconds = time_training_steps(build, input_channels, num_classes, candidate.patch_size, (1, 2),
-                                          self.device, precision)
-            per_sample = max(seconds[2] - seconds[1], 1e-3 * seconds[2])
-            fixed = max(seconds[1] - per_sample, 0.0)
-            batch = min(int(math.floor((budget - fixed) / per_sample)), max(memory_limit, 1))
-            logger.info("%s: patch %s takes %.2f s at batch 1 and %.2f s at batch 2 on %s.", configuration,
-                        list(candidate.patch_size), seconds[1], seconds[2], self.device)
+            seconds_two = time_training_steps(build, input_channels, num_classes, candidate.patch_size, (2,),
+                                              self.device, precision, repeats=TIMED_REPEATS)[2]
+            # Assume time proportional to the batch. A fixed per-step cost makes the true per-sample time smaller,
+            # so this errs towards smaller batches.
+            batch = min(int(math.floor(budget / (seconds_two / 2))), max(memory_limit, 1))
+            logger.info("%s: patch %s takes %.2f s per iteration at batch 2 on %s.", configuration,
+                        list(candidate.patch_size), seconds_two, self.device)
             if batch >= 2:
-                confirmed = seconds[2]
-                for _ in range(2):
-                    if batch > 2:
-                        confirmed = time_training_steps(build, input_channels, num_classes, candidate.patch_size,
-                                                        (batch,), self.device, precision)[batch]
-                    if confirmed <= budget * TIME_TOLERANCE or batch == 2:
-                        break
-                    batch = max(2, int(batch * budget / confirmed))
-                    confirmed = seconds[2]
+                confirmed = seconds_two
+                if batch > 2:
+                    confirmed = time_training_steps(build, input_channels, num_classes, candidate.patch_size,
+                                                    (batch,), self.device, precision)[batch]
+                    if confirmed > budget * TIME_TOLERANCE:
+                        scaled = max(2, int(batch * budget / confirmed))
+                        confirmed = seconds_two if scaled == 2 else confirmed * scaled / batch
+                        batch = scaled
                 if confirmed <= budget * TIME_TOLERANCE:
                     logger.info("%s: compute-aware plan: patch %s, batch %d, about %.2f s per iteration on %s.",
                                 configuration, list(candidate.patch_size), batch, confirmed, self.device)
                     return candidate, batch
             # Too slow at batch 2: shrink the patch by the voxel factor the budget asks for.
-            target_voxels = math.prod(candidate.patch_size) * budget / seconds[2]
+            target_voxels = math.prod(candidate.patch_size) * budget / seconds_two
             smaller = candidate
             while math.prod(smaller.patch_size) > target_voxels:
                 next_smaller = shrink_patch(smaller, spacing, median_shape)
