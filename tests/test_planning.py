@@ -218,15 +218,17 @@ def test_planner_thin_anisotropic(tmp_path, monkeypatch):
     assert fullres["batch_size"] == MIN_BATCH_SIZE
 
 
-def test_planner_2d_batch_capped(tmp_path, monkeypatch):
+def test_planner_2d_batch_capped(tmp_path, monkeypatch, caplog):
     # 2D data as nnU-Net reads it: one slice with a 999 spacing on the first axis.
     # 5% of 5000 images of 167x133 pixels is 180 patches of 192x160, above the 2D cap.
-    plans = _plan(tmp_path, monkeypatch, (1, 167, 133), (999.0, 1.0, 1.0), cases=5000, preset="XL")
+    with caplog.at_level(logging.INFO, logger="nnunet_resenc_plugin"):
+        plans = _plan(tmp_path, monkeypatch, (1, 167, 133), (999.0, 1.0, 1.0), cases=5000, preset="XL")
 
     assert set(plans["configurations"]) == {"2d"}
     config = plans["configurations"]["2d"]
     assert config["patch_size"] == [192, 160]
     assert config["batch_size"] == MAX_BATCH_SIZE_2D
+    assert "patch [192, 160] is larger than the median image [167, 133]" in caplog.text
 
 
 def test_presets_grow_with_memory_target(tmp_path, monkeypatch):

@@ -159,3 +159,34 @@ def test_nuclei_2d_plan_and_preprocess(tmp_path, monkeypatch):
     assert config["architecture"]["arch_kwargs"]["n_stages"] == 7
     pickles = [f for f in os.listdir(root / "preprocessed" / name / "nnUNetPlans_2d") if f.endswith(".pkl")]
     assert len(pickles) == 4
+
+
+def test_apply_shipped_plans(planned_hippocampus):
+    from nnunet_resenc_plugin.planning.apply_plans import apply_plans
+    from nnunet_resenc_plugin.planning.validation import validate_plans
+
+    root, name, _ = planned_hippocampus
+    shipped = Path(__file__).resolve().parents[1] / "plans" / "ResEncS_3d.json"
+
+    identifier = apply_plans(str(shipped), 4, plans_name="ShippedS", num_processes=1)
+
+    plans = json.loads((root / "preprocessed" / name / "ShippedS.json").read_text())
+    validate_plans(plans)
+    template = json.loads(shipped.read_text())["configurations"]["3d_fullres"]
+    assert identifier == "ShippedS"
+    assert plans["configurations"]["3d_fullres"]["patch_size"] == template["patch_size"]
+    assert plans["configurations"]["3d_fullres"]["normalization_schemes"] == ["ZScoreNormalization"]
+    assert plans["dataset_name"] == name
+
+
+def test_plan_command_writes_plans(planned_hippocampus, capsys):
+    root, name, _ = planned_hippocampus
+
+    code = main(["plan", "-d", "4", "--preset", "s", "-c", "3d_fullres", "--plans-name", "CliPlans",
+                 "--block", "bottleneck"])
+
+    assert code == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "CliPlans"
+    plans = json.loads((root / "preprocessed" / name / "CliPlans.json").read_text())
+    assert plans["resenc_plugin"]["preset"] == "S"
+    assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["block"] == "bottleneck"

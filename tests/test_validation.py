@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,22 @@ def test_validate_plans_command(tmp_path, capsys):
     assert "valid" in capsys.readouterr().out
     assert main(["validate-plans", str(bad)]) == 2
     assert main(["validate-plans", str(tmp_path / "missing.json")]) == 2
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "plans").glob("*.json"))
+
+
+def test_shipped_plans_cover_presets():
+    names = {path.stem for path in SHIPPED}
+
+    for preset in ("S", "M", "L", "XL"):
+        assert f"ResEnc{preset}_2d" in names
+        assert f"ResEnc{preset}_3d" in names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.stem)
+def test_shipped_plans_valid(path):
+    plans = json.loads(path.read_text())
+
+    validate_plans(plans)
+    assert plans["plans_name"] == f"nnUNetPluginResEnc{path.stem[6:].split('_')[0]}Plans"

@@ -26,7 +26,7 @@ DEVICES = ("cpu", "cuda")
 DEFAULT_SECONDS_PER_ITERATION = 5.0
 # Accept a measured time up to this factor over the budget, because step times jitter by a few percent.
 TIME_TOLERANCE = 1.1
-# Timed steps per measurement, after a warm-up step; the fastest counts.
+# Timed steps per measurement after a warm-up step. The fastest one counts.
 TIMED_REPEATS = 2
 # Upper bound on timed patch sizes, so a planner run stays within minutes on slow devices.
 MAX_TIMED_TOPOLOGIES = 8

@@ -265,23 +265,23 @@ class MemoryModel:
         """
         if batch_size < 1:
             raise PlanningError(f"Batch size must be at least 1, got {batch_size}.")
-        one, two = self._traces(network_class_name, arch_kwargs, requires_import, input_channels, num_classes,
-                                patch_size)
-        # Saved tensors and inputs grow linearly with the batch size; gradients do not.
-        events = [(kind, size_one if kind == "gradient" else size_one + (size_two - size_one) * (batch_size - 1))
-                  for (kind, size_one), (_, size_two) in zip(one.events, two.events)]
-        inputs = one.inputs + (two.inputs - one.inputs) * (batch_size - 1)
+        single, double = self._traces(network_class_name, arch_kwargs, requires_import, input_channels,
+                                      num_classes, patch_size)
+        # Saved tensors and inputs grow linearly with the batch size, but gradients do not.
+        events = [(kind, size_at_1 if kind == "gradient" else size_at_1 + (size_at_2 - size_at_1) * (batch_size - 1))
+                  for (kind, size_at_1), (_, size_at_2) in zip(single.events, double.events)]
+        inputs = single.inputs + (double.inputs - single.inputs) * (batch_size - 1)
         largest = max((size for kind, size in events if kind == "saved"), default=0)
         saved, gradients = backward_peak(events)
         workspace = int(self.workspace_factor * largest)
         # SGD with weight decay adds the decay term into a new list, so the step holds two gradient copies.
-        step_gradients = 2 * one.parameters
+        step_gradients = 2 * single.parameters
         if step_gradients > saved + gradients + workspace:
             saved, gradients, workspace = 0, step_gradients, 0
         return MemoryEstimate(
-            parameters=one.parameters,
+            parameters=single.parameters,
             gradients=gradients,
-            optimizer_state=one.parameters,
+            optimizer_state=single.parameters,
             inputs=inputs,
             activations=saved,
             workspace=workspace,

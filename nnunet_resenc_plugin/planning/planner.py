@@ -22,7 +22,7 @@ from nnunet_resenc_plugin.planning.topology import (
     Topology,
     compute_topology,
     initial_patch_size,
-    log_small_image_choice,
+    log_topology_choice,
     shrink_patch,
 )
 
@@ -225,7 +225,7 @@ class ResEncPluginPlanner(ExperimentPlanner):
         estimate = self.memory_model.estimate(NETWORK_CLASS_NAME, arch_kwargs, REQUIRES_IMPORT, input_channels,
                                               num_classes, topology.patch_size, planned_batch)
         self.planned_estimates[configuration] = round(estimate.total_gb, 3)
-        log_small_image_choice(topology, median_shape, configuration)
+        log_topology_choice(topology, median_shape, configuration)
         logger.info("%s: %s, batch %d, estimated peak %.2f GB (%s).", configuration, topology.describe(),
                     planned_batch, estimate.total_gb, self.precision)
         return self._configuration_record(topology, planned_batch, median_shape, spacing_record,

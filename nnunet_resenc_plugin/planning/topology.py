@@ -117,8 +117,13 @@ def shrink_patch(topology: Topology, spacing: Sequence[float], median_shape: Seq
     return None
 
 
-def log_small_image_choice(topology: Topology, median_shape: Sequence[float], configuration: str) -> None:
-    """Log how a configuration with few stages will train, so users see why deep supervision changes."""
+def log_topology_choice(topology: Topology, median_shape: Sequence[float], configuration: str) -> None:
+    """Log a patch padded beyond the median image, and how a network with fewer than 3 stages will train."""
+    median = [int(round(size)) for size in median_shape]
+    if any(patch > size for patch, size in zip(topology.patch_size, median)):
+        logger.info("%s: patch %s is larger than the median image %s, because each axis must be a multiple of its "
+                    "total stride %s; nnU-Net pads the samples to the patch.", configuration,
+                    list(topology.patch_size), median, list(topology.divisible_by))
     if topology.n_stages >= 3:
         return
     # One output per decoder stage; a one-stage network has no decoder stage and returns its single output.
@@ -126,9 +131,4 @@ def log_small_image_choice(topology: Topology, median_shape: Sequence[float], co
     logger.info(
         "%s: median image %s allows only %d stage(s) (an axis is downsampled only while it stays >= %d voxels "
         "long). The network gets %d deep-supervision output(s); the plugin trainers weight them so the loss "
-        "stays finite.", configuration, [int(round(s)) for s in median_shape], topology.n_stages,
-        2 * MIN_FEATURE_MAP_EDGE, outputs)
-    padded = [p for p, m in zip(topology.patch_size, median_shape) if p > round(m)]
-    if padded:
-        logger.info("%s: patch %s is larger than the median image %s; nnU-Net pads the samples to the patch.",
-                    configuration, list(topology.patch_size), [int(round(s)) for s in median_shape])
+        "stays finite.", configuration, median, topology.n_stages, 2 * MIN_FEATURE_MAP_EDGE, outputs)
