@@ -1,10 +1,10 @@
 """Experiment planner that writes plans for the plugin's residual-encoder U-Net.
 
 The planner subclasses nnU-Net's ``ExperimentPlanner`` and keeps its fingerprint handling, target spacing,
-transposition, normalisation, resampling and 3d_lowres logic. It replaces the per-configuration step: the
-network topology comes from ``topology``, the patch and batch size from the measured memory model in ``memory``
-(or, in compute-aware mode, from timed training steps in ``compute_aware``), and the architecture written into
-the plans is ``nnunet_resenc_plugin.networks.resenc_unet.ResEncUNet``.
+transposition, normalisation, resampling and 3d_lowres logic. It replaces the per-configuration step. The network
+topology comes from ``topology``. The patch and batch size come from the measured memory model in ``memory``, or
+in compute-aware mode from timed training steps in ``compute_aware``. The architecture written into the plans is
+``nnunet_resenc_plugin.networks.resenc_unet.ResEncUNet``.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def cap_batch_size(batch_size: int, patch_size: Tuple[int, ...], approximate_n_v
 
     Args:
         batch_size: Largest batch that fits the memory or time budget.
-        patch_size: Planned patch size; its length tells 2D from 3D.
+        patch_size: Planned patch size; 2 entries mean a 2D configuration.
         approximate_n_voxels_dataset: Voxels of all training images at the configuration's spacing.
     """
     dataset_cap = int(round(approximate_n_voxels_dataset * MAX_DATASET_FRACTION_PER_BATCH
@@ -255,9 +255,8 @@ class ResEncPluginPlanner(ExperimentPlanner):
             "architecture": architecture_entry(arch_kwargs),
         }
 
-    def plan_experiment(self) -> dict:
-        """Plan all configurations that nnU-Net would plan, record the plugin settings and save the plans."""
-        plans = super().plan_experiment()
+    def save_plans(self, plans: dict) -> None:
+        """Record the plugin settings and memory estimates under ``resenc_plugin``, then save as nnU-Net does."""
         plans["resenc_plugin"] = {
             "preset": self.preset.name,
             "gpu_memory_target_gb": self.UNet_vram_target_GB,
@@ -273,6 +272,4 @@ class ResEncPluginPlanner(ExperimentPlanner):
             "compute_budget": None if self.compute_budget is None else self.compute_budget.as_dict(),
             "estimated_peak_memory_gb": dict(self.planned_estimates),
         }
-        self.plans = plans
-        self.save_plans(plans)
-        return plans
+        super().save_plans(plans)

@@ -1,9 +1,10 @@
 """Network topology for a patch: stages, strides, kernel sizes and the padded patch size.
 
 The stage layout is nnU-Net's own (``get_pool_and_conv_props`` in nnunetv2 2.8.1): an axis is downsampled while
-its feature map stays at least ``2 * min_edge`` long and its spacing is within a factor 2 of the finest axis. What
-this module adds is the handling of images too small for that rule to give more than one or two stages, an
-explicit patch-shrinking step, and log lines that say what was chosen.
+its feature map stays at least ``2 * min_edge`` long and its spacing is within a factor 2 of the finest axis.
+Small images keep that layout, with one or two stages, because the plugin network and trainers support any stage
+count. This module adds an explicit patch-shrinking step and log lines that report stage counts below three and
+patches padded beyond the median image.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def compute_topology(spacing: Sequence[float], patch_size: Sequence[int],
 def initial_patch_size(spacing: Sequence[float], median_shape: Sequence[float]) -> list[int]:
     """Return the starting patch of the shrinking loop: a large patch with the aspect ratio of 1 / spacing.
 
-    The patch holds 256**3 voxels in 3D and 2048**2 pixels in 2D (nnU-Net's starting volume), and is then clipped
+    The patch contains 256**3 voxels in 3D and 2048**2 pixels in 2D (nnU-Net's starting volume), and is then clipped
     to the median image shape, so it never starts larger than a typical image.
     """
     inverse = 1.0 / np.asarray(spacing, dtype=np.float64)

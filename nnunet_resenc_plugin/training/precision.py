@@ -1,7 +1,12 @@
 """bfloat16 autocast for training on the CPU.
 
-nnU-Net 2.8 trains in float32 on the CPU and uses float16 autocast only on CUDA. On CPUs with native bfloat16
-instructions (AVX512-BF16 or AMX on x86), bfloat16 autocast roughly halves the time of a training step.
+nnU-Net 2.8 trains in float32 on the CPU and uses float16 autocast only on CUDA. The plugin trainers turn on
+bfloat16 autocast by default on CPUs with native bfloat16 instructions (AVX512-BF16 or AMX on x86).
+
+NOTE: the speed-up is not confirmed for the plugin network. One forward and backward pass of stock ResEnc M
+(batch 7, 40x56x40) took 5.4 s in float32 and 2.7 s in bfloat16 on an idle 2-core AMX machine, but interleaved
+runs of the plugin's preset M network at batch 2 on the same, heavily shared, machine were slower in bfloat16
+(see docs/benchmarks.md). ``nnUNet_resenc_cpu_bf16=0`` turns it off.
 """
 
 from __future__ import annotations
