@@ -154,8 +154,8 @@ def test_shape_mismatch_lists_each_key():
         stock_to_plugin_state_dict(stock.state_dict(), reference=plugin)
 
     message = str(info.value)
-    assert "decoder.heads.0.weight: stock (3, 8, 1, 1, 1) -> plugin (5, 8, 1, 1, 1)" in message
-    assert "decoder.heads.1.bias: stock (3,) -> plugin (5,)" in message
+    assert "decoder.seg_layers.0.weight: stock (3, 8, 1, 1, 1) -> plugin (5, 8, 1, 1, 1)" in message
+    assert "decoder.seg_layers.1.bias: stock (3,) -> plugin (5,)" in message
     assert "4 problems" in message
 
 
@@ -168,8 +168,8 @@ def test_missing_and_unexpected_keys_listed():
     with pytest.raises(CheckpointConversionError) as info:
         stock_to_plugin_state_dict(state, reference=plugin)
 
-    assert "missing key decoder.heads.1.weight" in str(info.value)
-    assert "missing key decoder.heads.1.bias" in str(info.value)
+    assert "missing key decoder.seg_layers.1.weight" in str(info.value)
+    assert "missing key decoder.seg_layers.1.bias" in str(info.value)
 
     reference = {key: tensor for key, tensor in stock.state_dict().items() if ".seg_layers.1." not in key}
     with pytest.raises(CheckpointConversionError) as info:

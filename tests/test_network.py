@@ -98,8 +98,8 @@ def test_grid_forward_backward(dim, block, norm, downsampling, deep_supervision)
     weighted_loss(as_list(outputs)).backward()
     check_gradients(network)
     if not deep_supervision:
-        for head in network.decoder.heads[:-1]:
-            assert all(parameter.grad is None for parameter in head.parameters())
+        for seg_layer in network.decoder.seg_layers[:-1]:
+            assert all(parameter.grad is None for parameter in seg_layer.parameters())
 
 
 @pytest.mark.parametrize(
@@ -242,14 +242,38 @@ def test_state_dict_keys_equal_with_and_without_ds():
     without_ds.load_state_dict(with_ds.state_dict(), strict=True)
 
 
+def test_seg_layer_keys_follow_nnunet_naming():
+    keys = list(build(3).state_dict())
+
+    assert [key for key in keys if key.startswith("decoder.seg_layers.")] == [
+        "decoder.seg_layers.0.weight", "decoder.seg_layers.0.bias",
+        "decoder.seg_layers.1.weight", "decoder.seg_layers.1.bias",
+    ]
+    assert not [key for key in keys if ".heads." in key]
+
+
+def test_legacy_heads_keys_load():
+    source, target = build(2, num_classes=3), build(2, num_classes=3)
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    legacy = {key.replace("decoder.seg_layers.", "decoder.heads."): tensor
+              for key, tensor in source.state_dict().items()}
+
+    target.load_state_dict(legacy, strict=True)
+
+    for key, tensor in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], tensor), key
+
+
 def test_ds_toggle_sets_requires_grad():
     network = build(3, deep_supervision=True)
-    heads = network.decoder.heads
+    seg_layers = network.decoder.seg_layers
 
     network.decoder.deep_supervision = False
     assert network.decoder.deep_supervision is False
-    assert all(not p.requires_grad for head in heads[:-1] for p in head.parameters())
-    assert all(p.requires_grad for p in heads[-1].parameters())
+    assert all(not p.requires_grad for seg_layer in seg_layers[:-1] for p in seg_layer.parameters())
+    assert all(p.requires_grad for p in seg_layers[-1].parameters())
     assert all(p.requires_grad for p in network.encoder.parameters())
 
     network.decoder.deep_supervision = True
@@ -285,7 +309,7 @@ def test_initialize(zero_init_residual):
         assert torch.all(block.conv1.norm.weight == 0.5)
         assert torch.all(block.conv1.conv.bias == 0)
         assert block.conv1.conv.weight.std() > 0
-    assert torch.all(network.decoder.heads[-1].bias == 0)
+    assert torch.all(network.decoder.seg_layers[-1].bias == 0)
     assert torch.all(network.decoder.stages[0].upsample.bias == 0)
 
 
@@ -343,7 +367,7 @@ def test_group_norm_group_count():
     assert explicit_groups.encoder.stages[2].blocks[0].conv1.norm.num_groups == 2
 
 
-def test_feature_map_size_counts_heads_by_ds():
+def test_feature_map_size_counts_seg_layers_by_ds():
     network = build(3, deep_supervision=True)
     with_ds = network.compute_conv_feature_map_size((16, 16, 16))
     network.decoder.deep_supervision = False

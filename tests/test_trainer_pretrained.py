@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
 from nnunet_resenc_plugin.cli import main as cli_main
 from nnunet_resenc_plugin.errors import CheckpointConversionError
@@ -34,18 +35,18 @@ def save_checkpoint(path, state_dict) -> None:
     torch.save({"network_weights": state_dict, "trainer_name": "nnUNetTrainer"}, path)
 
 
-def test_plugin_checkpoint_loads_everything_but_heads(tmp_path):
+def test_plugin_checkpoint_skips_seg_layers(tmp_path):
     source, target = plugin_net(seed=1), plugin_net(seed=2)
     save_checkpoint(tmp_path / "plugin.pth", source.state_dict())
 
     loaded = load_pretrained(target, tmp_path / "plugin.pth")
 
     assert loaded
-    assert not [key for key in loaded if key.startswith("decoder.heads.")]
+    assert not [key for key in loaded if key.startswith("decoder.seg_layers.")]
     for key in loaded:
         assert torch.equal(target.state_dict()[key], source.state_dict()[key]), key
-    head = next(key for key in target.state_dict() if key.startswith("decoder.heads."))
-    assert not torch.equal(target.state_dict()[head], source.state_dict()[head])
+    seg_layer = next(key for key in target.state_dict() if key.startswith("decoder.seg_layers."))
+    assert not torch.equal(target.state_dict()[seg_layer], source.state_dict()[seg_layer])
 
 
 def test_other_class_count_loads(tmp_path):
@@ -54,6 +55,36 @@ def test_other_class_count_loads(tmp_path):
     loaded = load_pretrained(plugin_net(num_classes=5), tmp_path / "plugin.pth")
 
     assert any(key.startswith("decoder.") for key in loaded)
+
+
+def test_nnunet_loader_accepts_other_class_count(tmp_path):
+    # nnU-Net's -pretrained_weights loader skips only keys that contain ".seg_layers.".
+    source, target = plugin_net(num_classes=3, seed=1), plugin_net(num_classes=5, seed=2)
+    save_checkpoint(tmp_path / "plugin.pth", source.state_dict())
+    initial = {key: tensor.clone() for key, tensor in target.state_dict().items()}
+
+    load_pretrained_weights(target, str(tmp_path / "plugin.pth"))
+
+    output_keys = [key for key in initial if ".seg_layers." in key]
+    assert len(output_keys) == 2 * (STAGES - 1)
+    for key in output_keys:
+        assert torch.equal(target.state_dict()[key], initial[key]), key
+    for key in [key for key in initial if key not in output_keys]:
+        assert torch.equal(target.state_dict()[key], source.state_dict()[key]), key
+
+
+def test_legacy_heads_checkpoint_loads(tmp_path):
+    source, target = plugin_net(seed=1), plugin_net(seed=2)
+    legacy = {key.replace("decoder.seg_layers.", "decoder.heads."): tensor
+              for key, tensor in source.state_dict().items()}
+    save_checkpoint(tmp_path / "legacy.pth", legacy)
+
+    loaded = load_pretrained(target, tmp_path / "legacy.pth")
+
+    expected = [key for key in source.state_dict() if not key.startswith("decoder.seg_layers.")]
+    assert loaded == sorted(expected)
+    for key in expected:
+        assert torch.equal(target.state_dict()[key], source.state_dict()[key]), key
 
 
 def test_decoder_mismatch_reports_shapes_per_key(tmp_path):
@@ -114,8 +145,8 @@ def test_stock_checkpoint_gives_same_features(tmp_path):
     loaded = load_pretrained(target, tmp_path / "stock.pth")
 
     assert loaded
-    # Heads are never loaded, so copy them to compare the whole function.
-    target.decoder.heads[-1].load_state_dict(stock.decoder.seg_layers[-1].state_dict())
+    # Segmentation layers are never loaded, so copy the full-resolution one to compare the whole function.
+    target.decoder.seg_layers[-1].load_state_dict(stock.decoder.seg_layers[-1].state_dict())
     data = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         assert torch.allclose(target(data), stock(data), atol=1e-5)
@@ -143,3 +174,21 @@ def test_convert_checkpoint_refuses_existing_output(tmp_path):
     code = cli_main(["convert-checkpoint", str(tmp_path / "stock.pth"), str(tmp_path / "plugin.pth")])
 
     assert code == 2
+
+
+@pytest.mark.parametrize("key_name", ["seg_layers", "heads"])
+def test_convert_plugin_checkpoint_to_stock(tmp_path, key_name):
+    # "heads" is the segmentation-layer name of older plugin checkpoints.
+    source = plugin_net(seed=6)
+    weights = {key.replace("decoder.seg_layers.", f"decoder.{key_name}."): tensor
+               for key, tensor in source.state_dict().items()}
+    save_checkpoint(tmp_path / "plugin.pth", weights)
+
+    code = cli_main(["convert-checkpoint", str(tmp_path / "plugin.pth"), str(tmp_path / "stock.pth"),
+                     "--to", "stock"])
+
+    assert code == 0
+    stock = stock_net()
+    stock.load_state_dict(torch.load(tmp_path / "stock.pth", weights_only=False)["network_weights"])
+    output_weight = source.state_dict()["decoder.seg_layers.1.weight"]
+    assert torch.equal(stock.state_dict()["decoder.seg_layers.1.weight"], output_weight)

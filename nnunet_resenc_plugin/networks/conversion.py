@@ -38,7 +38,7 @@ _NAME_PAIRS = (
     ),
     ("decoder.transpconvs.{stage}.{param}", "decoder.stages.{stage}.upsample.{param}"),
     ("decoder.stages.{stage}.convs.{index}.{layer}.{param}", "decoder.stages.{stage}.convs.{index}.{layer}.{param}"),
-    ("decoder.seg_layers.{stage}.{param}", "decoder.heads.{stage}.{param}"),
+    ("decoder.seg_layers.{stage}.{param}", "decoder.seg_layers.{stage}.{param}"),
 )
 _GROUP_PATTERNS = {
     "layer": r"(?P<layer>conv|norm)",

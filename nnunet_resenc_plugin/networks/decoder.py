@@ -1,4 +1,4 @@
-"""U-Net decoder: transposed-convolution upsampling, skip concatenation, convolutions and segmentation heads."""
+"""U-Net decoder: transposed-convolution upsampling, skip concatenation, convolutions and segmentation layers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from torch import nn
 from nnunet_resenc_plugin.networks.blocks import ConvNormAct
 from nnunet_resenc_plugin.networks.encoder import EncoderTopology
 from nnunet_resenc_plugin.networks.layers import LayerSpec
+
+# Attribute name of the segmentation output layers in older plugin versions, whose checkpoints store them under
+# `decoder.heads.N.weight/bias`. `UNetDecoder` loads those keys as `seg_layers`.
+LEGACY_SEG_LAYERS_NAME = "heads"
 
 
 class DecoderStage(nn.Module):
@@ -62,16 +66,19 @@ class DecoderStage(nn.Module):
 
 
 class UNetDecoder(nn.Module):
-    """Decoder with one stage per encoder stage except the deepest, and a 1x1 segmentation head per stage.
+    """Decoder with one stage per encoder stage except the deepest, and a 1x1 segmentation layer per stage.
 
-    `stages` and `heads` are in computation order, lowest resolution first; the last head gives the
-    full-resolution output. With a single encoder stage there is no decoder stage and the one head is applied to
-    the encoder output. Every head is always built, so the state-dict keys do not depend on deep supervision.
+    `stages` and `seg_layers` are in computation order, lowest resolution first; the last segmentation layer gives
+    the full-resolution output. With a single encoder stage there is no decoder stage and the one segmentation
+    layer is applied to the encoder output. Every segmentation layer is always built, so the state-dict keys do
+    not depend on deep supervision. The name `seg_layers` matches dynamic-network-architectures' decoders, so
+    nnU-Net's `-pretrained_weights` loader, which skips keys containing `.seg_layers.`, leaves these layers out
+    when the number of classes differs.
 
     Args:
         layers: Layer classes and settings.
         topology: Encoder shapes.
-        num_classes: Output channels of the heads.
+        num_classes: Output channels of the segmentation layers.
         n_conv_per_stage: Convolutions per decoder stage, lowest resolution first.
         deep_supervision: Initial value of `deep_supervision`.
     """
@@ -104,9 +111,9 @@ class UNetDecoder(nn.Module):
             )
         self.stages = nn.ModuleList(stages)
 
-        head_channels = [stage.out_channels for stage in stages] or [features[0]]
-        self.heads = nn.ModuleList(
-            [layers.conv_op(channels, num_classes, kernel_size=1, bias=True) for channels in head_channels]
+        seg_layer_channels = [stage.out_channels for stage in stages] or [features[0]]
+        self.seg_layers = nn.ModuleList(
+            [layers.conv_op(channels, num_classes, kernel_size=1, bias=True) for channels in seg_layer_channels]
         )
 
         self._deep_supervision = bool(deep_supervision)
@@ -116,17 +123,17 @@ class UNetDecoder(nn.Module):
     def deep_supervision(self) -> bool:
         """Whether `forward` returns one output per resolution (a list) instead of the full-resolution tensor.
 
-        Switching it off sets `requires_grad=False` on the auxiliary heads, which then take no part in the
-        forward pass, so DistributedDataParallel finds no unused trainable parameter. Switching it on makes them
-        trainable again. The full-resolution head always trains.
+        Switching it off sets `requires_grad=False` on the auxiliary segmentation layers, which then take no part
+        in the forward pass, so DistributedDataParallel finds no unused trainable parameter. Switching it on makes
+        them trainable again. The full-resolution segmentation layer always trains.
         """
         return self._deep_supervision
 
     @deep_supervision.setter
     def deep_supervision(self, enabled: bool) -> None:
         self._deep_supervision = bool(enabled)
-        for head in self.heads[:-1]:
-            head.requires_grad_(self._deep_supervision)
+        for seg_layer in self.seg_layers[:-1]:
+            seg_layer.requires_grad_(self._deep_supervision)
 
     def forward(self, skips: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         """Decode the encoder outputs.
@@ -136,25 +143,39 @@ class UNetDecoder(nn.Module):
 
         Returns:
             With deep supervision, a list of `(B, num_classes, *spatial)` logits, highest resolution first, one per
-            head; without it, the full-resolution logits.
+            segmentation layer; without it, the full-resolution logits.
         """
         x = skips[-1]
         outputs = []
         for index, stage in enumerate(self.stages):
             x = stage(x, skips[-(index + 2)])
             if self._deep_supervision:
-                outputs.append(self.heads[index](x))
+                outputs.append(self.seg_layers[index](x))
 
         if not self._deep_supervision:
-            return self.heads[-1](x)
+            return self.seg_layers[-1](x)
         if not outputs:
-            outputs.append(self.heads[-1](x))
+            outputs.append(self.seg_layers[-1](x))
         return outputs[::-1]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # Rename the `heads.N.*` keys of older plugin checkpoints to `seg_layers.N.*`. `load_state_dict` passes a
+        # copy of the caller's dict and loads the children after this call, so the renamed entries load. A legacy
+        # key whose new name is also present stays, and strict loading reports it as unexpected.
+        legacy_prefix = f"{prefix}{LEGACY_SEG_LAYERS_NAME}."
+        for key in [key for key in state_dict if key.startswith(legacy_prefix)]:
+            new_key = f"{prefix}seg_layers.{key[len(legacy_prefix):]}"
+            if new_key not in state_dict:
+                state_dict[new_key] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> int:
         """Return the number of conv output elements per sample for the network's `(*spatial)` input size.
 
-        Heads count only where they run: all of them with deep supervision, else the full-resolution one.
+        Segmentation layers count only where they run: all of them with deep supervision, else the
+        full-resolution one.
         """
         sizes = [list(input_size)]
         for stride in self.strides[1:]:

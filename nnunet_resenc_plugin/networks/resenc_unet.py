@@ -180,7 +180,7 @@ class ResEncUNet(nn.Module):
         return self.decoder(skips)
 
     def compute_conv_feature_map_size(self, input_size: list[int] | tuple[int, ...]) -> int:
-        """Count the output elements of all convolutions and heads for one sample of spatial size `input_size`.
+        """Count the output elements of all convolutions and segmentation layers for one sample of `input_size`.
 
         nnU-Net planners use this as a proxy for activation memory. At the stock-equivalent options it equals
         dynamic-network-architectures' `ResidualEncoderUNet.compute_conv_feature_map_size`. Pooling layers are

@@ -1,9 +1,10 @@
 """Start a training from a pretrained checkpoint, whole or encoder only.
 
-nnU-Net's ``-pretrained_weights`` option loads a checkpoint only when every key and shape matches, and it
-reports a mismatch by printing the network's tensor. This module loads plugin checkpoints and checkpoints of
-stock nnU-Net ResEnc presets (converted with :mod:`nnunet_resenc_plugin.networks.conversion`), can restrict
-loading to the encoder, and reports mismatches as shapes per key.
+nnU-Net's ``-pretrained_weights`` option loads a checkpoint only when every key except the segmentation layers'
+(``.seg_layers.``) matches in name and shape, and it reports a mismatch by printing the network's tensor. This
+module loads plugin checkpoints and checkpoints of stock nnU-Net ResEnc presets (converted with
+:mod:`nnunet_resenc_plugin.networks.conversion`), can restrict loading to the encoder, and reports mismatches as
+shapes per key.
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ import torch
 from torch import nn
 
 from nnunet_resenc_plugin.errors import CheckpointConversionError
+from nnunet_resenc_plugin.networks.decoder import LEGACY_SEG_LAYERS_NAME
 
 logger = logging.getLogger(__name__)
 
-# Key prefixes of the segmentation output layers (plugin, then stock naming). Their shape depends on the number
-# of classes, so they are never loaded, as nnU-Net's own -pretrained_weights does.
-SEGMENTATION_KEY_PREFIXES: tuple[str, ...] = ("decoder.heads.", "decoder.seg_layers.")
+# Key prefixes of the segmentation output layers, the same in plugin and stock state dicts. Their shape depends
+# on the number of classes, so they are never loaded, as nnU-Net's own -pretrained_weights does.
+SEGMENTATION_KEY_PREFIXES: tuple[str, ...] = ("decoder.seg_layers.",)
+_LEGACY_SEGMENTATION_KEY_PREFIX = f"decoder.{LEGACY_SEG_LAYERS_NAME}."
 ENCODER_PREFIX = "encoder."
 # Key fragments that only dynamic-network-architectures' ResidualEncoderUNet state dicts contain.
-_STOCK_KEY_MARKERS: tuple[str, ...] = (".all_modules.", "decoder.encoder.", "decoder.seg_layers.",
-                                       "decoder.transpconvs.", "encoder.stem.convs.")
+_STOCK_KEY_MARKERS: tuple[str, ...] = (".all_modules.", "decoder.encoder.", "decoder.transpconvs.",
+                                       "encoder.stem.convs.")
 # Maximum number of mismatched keys that an error message lists.
 _MAX_LISTED_KEYS = 20
 
@@ -37,7 +40,8 @@ def read_checkpoint_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         path: A ``.pth`` file written by nnU-Net (``network_weights`` entry) or a bare state dict.
 
     Returns:
-        The state dict, on the CPU.
+        The state dict, on the CPU, without DDP or torch.compile prefixes and with the segmentation layers of
+        older plugin checkpoints (``decoder.heads.``) renamed to ``decoder.seg_layers.``.
 
     Raises:
         CheckpointConversionError: If the file is missing or contains no state dict.
@@ -53,7 +57,8 @@ def read_checkpoint_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise CheckpointConversionError(f"{str(path)!r} contains no state dict: expected an nnU-Net checkpoint with "
                                         f"a 'network_weights' entry or a mapping of names to tensors.")
-    return {_strip_wrapper_prefixes(key): value for key, value in checkpoint.items()}
+    weights = {_strip_wrapper_prefixes(key): value for key, value in checkpoint.items()}
+    return {_rename_legacy_segmentation_key(key): value for key, value in weights.items()}
 
 
 def _strip_wrapper_prefixes(key: str) -> str:
@@ -61,6 +66,13 @@ def _strip_wrapper_prefixes(key: str) -> str:
     for prefix in ("module.", "_orig_mod."):
         while key.startswith(prefix):
             key = key[len(prefix):]
+    return key
+
+
+def _rename_legacy_segmentation_key(key: str) -> str:
+    """Rename a ``decoder.heads.`` key of an older plugin checkpoint to ``decoder.seg_layers.``."""
+    if key.startswith(_LEGACY_SEGMENTATION_KEY_PREFIX):
+        return SEGMENTATION_KEY_PREFIXES[0] + key[len(_LEGACY_SEGMENTATION_KEY_PREFIX):]
     return key
 
 
