@@ -11,7 +11,14 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_resenc_plugin.demo.pipeline import DEMO_DATA, MARKER_FILE, held_out_cases, prepare_output
-from nnunet_resenc_plugin.demo.report import dice_rows, format_dice_table, plot_overlay, plot_training_curve
+from nnunet_resenc_plugin.demo.report import (
+    dice_rows,
+    format_dice_table,
+    per_case_dice,
+    plot_dice_per_label,
+    plot_overlay,
+    plot_training_curve,
+)
 from nnunet_resenc_plugin.demo.steps import (
     NnunetFolders,
     PipelineStepError,
@@ -117,6 +124,24 @@ def test_evaluation_and_dice_table(tmp_path):
     assert rows[2][1] == pytest.approx(0.5)
     assert "| one | 1.000 | 1.000 | 1.000 |" in table
     assert (tmp_path / "pred" / "summary.json").is_file()
+
+
+def test_dice_figure_reads_integer_and_string_keys(tmp_path):
+    reference = np.zeros((6, 6, 6), dtype=np.uint8)
+    reference[1:3, 1:3, 1:3] = 1
+    _write_label(tmp_path / "ref" / "case_a.nii.gz", reference)
+    _write_label(tmp_path / "pred" / "case_a.nii.gz", reference)
+    dataset_json = tmp_path / "dataset.json"
+    dataset_json.write_text(json.dumps({"labels": {"background": 0, "one": 1}, "file_ending": ".nii.gz",
+                                        "channel_names": {"0": "MRI"}, "numTraining": 1}))
+
+    in_memory = evaluate_predictions(tmp_path / "ref", tmp_path / "pred", dataset_json)
+    from_json = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    plot_dice_per_label(in_memory, {0: "background", 1: "one"}, tmp_path / "dice.png")
+
+    assert per_case_dice(in_memory, 1).tolist() == [1.0]
+    assert per_case_dice(from_json, 1).tolist() == [1.0]
+    assert (tmp_path / "dice.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_report_figures(tmp_path):

@@ -16,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "The demo uses its own nnU-Net folders there, whatever nnUNet_raw and friends are set to.")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="Training and inference device (default: cuda when available, else cpu).")
-    parser.add_argument("--epochs", type=int, choices=(1, 5, 10, 50, 100, 250), default=10,
-                        help="Training epochs (default: 10).")
-    parser.add_argument("--iterations", type=int, default=20,
-                        help="Training iterations per epoch (default: 20).")
+    parser.add_argument("--epochs", type=int, choices=(1, 5, 10, 50, 100, 250), default=50,
+                        help="Training epochs (default: 50).")
+    parser.add_argument("--iterations", type=int, default=10,
+                        help="Training iterations per epoch (default: 10).")
     parser.add_argument("--seconds-per-iteration", type=float, default=2.0, metavar="S",
                         help="Time budget per training iteration that the planner sizes patch and batch for "
                         "(default: 2.0).")

@@ -56,8 +56,8 @@ class DemoSettings:
 
     preset: str = "M"
     seconds_per_iteration: float = 2.0
-    trainer: str = "nnUNetTrainerResEnc_10epochs"
-    iterations_per_epoch: int = 20
+    trainer: str = "nnUNetTrainerResEnc_50epochs"
+    iterations_per_epoch: int = 10
     val_iterations_per_epoch: int = 5
     held_out_every: int = 5
     num_processes: int = 2

@@ -17,6 +17,19 @@ logger = logging.getLogger(__name__)
 LABEL_COLOURS = ((0.95, 0.30, 0.20, 0.55), (0.20, 0.60, 0.95, 0.55), (0.30, 0.85, 0.30, 0.55))
 
 
+def per_case_dice(summary: Mapping, label: int) -> np.ndarray:
+    """Return the Dice of ``label`` for every case of an nnU-Net evaluation summary.
+
+    ``compute_metrics_on_folder`` keys the metrics by integer label, while the summary it writes to JSON keys them
+    by string, so both forms are accepted.
+    """
+    values = []
+    for case in summary["metric_per_case"]:
+        metrics = case["metrics"]
+        values.append(metrics[label]["Dice"] if label in metrics else metrics[str(label)]["Dice"])
+    return np.asarray(values, dtype=float)
+
+
 def dice_rows(summary: Mapping, label_names: Mapping[int, str]) -> list[tuple[str, float, float, float]]:
     """Return ``(label name, mean, min, max)`` Dice rows over the cases of an nnU-Net evaluation summary.
 
@@ -26,9 +39,7 @@ def dice_rows(summary: Mapping, label_names: Mapping[int, str]) -> list[tuple[st
     for value, name in sorted(label_names.items()):
         if value == 0:
             continue
-        per_case = [case["metrics"][str(value)]["Dice"] if str(value) in case["metrics"] else
-                    case["metrics"][value]["Dice"] for case in summary["metric_per_case"]]
-        per_case = np.asarray(per_case, dtype=float)
+        per_case = per_case_dice(summary, value)
         rows.append((name, float(np.nanmean(per_case)), float(np.nanmin(per_case)), float(np.nanmax(per_case))))
     means = np.asarray([row[1] for row in rows])
     rows.append(("mean (foreground)", float(np.mean(means)), float("nan"), float("nan")))
@@ -88,7 +99,7 @@ def plot_dice_per_label(summary: Mapping, label_names: Mapping[int, str], path: 
     figure, axis = plt.subplots(figsize=(1.8 + 1.6 * len(foreground), 4))
     rng = np.random.default_rng(0)
     for position, (value, name) in enumerate(foreground):
-        per_case = np.asarray([case["metrics"][str(value)]["Dice"] for case in summary["metric_per_case"]], float)
+        per_case = per_case_dice(summary, value)
         axis.bar(position, np.nanmean(per_case), color="lightsteelblue", edgecolor="black")
         jitter = rng.uniform(-0.15, 0.15, size=per_case.size)
         axis.scatter(position + jitter, per_case, color="black", s=12, zorder=3)
