@@ -81,9 +81,10 @@ def plot_training_curve(log: Mapping[str, Sequence[float]], path: Path) -> None:
     dice_axis.set_ylabel("pseudo Dice on validation patches")
     dice_axis.set_ylim(0, 1)
     handles = loss_axis.get_legend_handles_labels()[0] + dice_axis.get_legend_handles_labels()[0]
-    figure.legend(handles=handles, loc="upper center", ncol=2, fontsize=8)
-    loss_axis.set_title("Training curve", pad=40)
-    figure.tight_layout()
+    # The legend goes below the plot, where it can cover neither the curves nor the title.
+    loss_axis.set_title("Training curve")
+    figure.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
