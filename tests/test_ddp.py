@@ -58,6 +58,9 @@ def _worker(rank: int, store_file: str, deep_supervision: bool, result_file: str
         }
         if rank == 0:
             Path(result_file).write_text(json.dumps(report))
+        # Without this barrier one rank can tear gloo down while the other still uses it, which aborts the
+        # process ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
