@@ -156,7 +156,7 @@ class ComputeBudget:
                     logger.info("%s: compute-aware plan: patch %s, batch %d, about %.2f s per iteration on %s.",
                                 configuration, list(candidate.patch_size), batch, confirmed, self.device)
                     return candidate, batch
-            # Too slow at batch 2: shrink the patch by the voxel factor the budget asks for.
+            # Too slow at batch 2: shrink the patch by the voxel factor the budget requires.
             target_voxels = math.prod(candidate.patch_size) * budget / seconds_two
             smaller = candidate
             while math.prod(smaller.patch_size) > target_voxels:

@@ -274,7 +274,7 @@ class MemoryModel:
         largest = max((size for kind, size in events if kind == "saved"), default=0)
         saved, gradients = backward_peak(events)
         workspace = int(self.workspace_factor * largest)
-        # SGD with weight decay adds the decay term into a new list, so the step holds two gradient copies.
+        # SGD with weight decay adds the decay term into a new list, so the step keeps two gradient copies in memory.
         step_gradients = 2 * single.parameters
         if step_gradients > saved + gradients + workspace:
             saved, gradients, workspace = 0, step_gradients, 0
