@@ -131,7 +131,7 @@ def flops_per_patch(network, input_channels: int, patch_size: Sequence[int]) -> 
 def seconds_per_iteration(training_log: Mapping[str, Sequence[float]], iterations_per_epoch: int) -> float:
     """Return the median epoch wall time divided by the training iterations per epoch.
 
-    The first epoch is left out when there are more (it includes start-up work). An epoch also holds its
+    The first epoch is left out when there are more (it includes start-up work). An epoch also includes its
     validation iterations and checkpointing, so the value is slightly above the pure training step time.
     """
     starts = list(training_log.get("epoch_start_timestamps", []))

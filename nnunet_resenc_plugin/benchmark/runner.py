@@ -6,8 +6,9 @@ nnU-Net's ResEnc presets plan a 3D batch of 58 for the hippocampus (the presets 
 per batch), so equal iterations would mean very unequal work. Seconds per iteration are reported so the compute
 cost of each system stays visible.
 
-Results are resumable: each finished (dataset, system, fold, seed) cell writes ``cells/<cell>.json`` and is not
-run again; an interrupted training resumes from nnU-Net's latest checkpoint with ``--c``.
+Results are resumable. Each finished (dataset, system, fold, seed) cell writes ``cells/<cell>.json`` and is not
+run again. An interrupted training resumes with ``--c`` from nnU-Net's latest checkpoint, which nnU-Net writes
+only every 50 epochs, so a shorter cell that is interrupted trains again from the start.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def integer_label_array(array: np.ndarray, source: Path) -> np.ndarray:
 
 
 def check_label_values(values: Iterable[int], allowed: Iterable[int], source: Path) -> None:
-    """Raise if a label file holds a value outside the declared label set.
+    """Raise if a label file contains a value outside the declared label set.
 
     Args:
         values: Distinct values found in the file.

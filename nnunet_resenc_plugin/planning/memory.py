@@ -184,7 +184,7 @@ def trace_training_step(
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    # Autocast for CUDA needs a CUDA runtime. Without one, CPU autocast at the same dtype stands in for it.
+    # Autocast for CUDA needs a CUDA runtime. Without one, CPU autocast at the same dtype is used instead.
     # NOTE: CPU and CUDA autocast keep slightly different op lists in fp32, so fp16 estimates made without a GPU
     # are approximate.
     device_type = "cuda" if precision != "fp32" and torch.cuda.is_available() else "cpu"
