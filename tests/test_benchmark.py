@@ -138,3 +138,20 @@ def test_benchmark_tiny_budget(tmp_path, monkeypatch, write_synthetic_dataset):
     assert [path.stat().st_size for path in train_logs] == sizes
     cell_file = output / "cells" / "31__plugin_M__fold0__seed0.json"
     assert json.loads(cell_file.read_text())["system"] == "plugin_M"
+
+
+def test_cli_lists_every_benchmark_system():
+    from nnunet_resenc_plugin.benchmark.systems import SYSTEMS
+    from nnunet_resenc_plugin.cli.benchmark import SYSTEM_NAMES
+
+    assert set(SYSTEM_NAMES) == set(SYSTEMS)
+
+
+def test_fp32_system_shares_plans_but_not_results_folder():
+    from nnunet_resenc_plugin.benchmark.systems import get_system
+
+    bf16, fp32 = get_system("plugin_M"), get_system("plugin_M_fp32")
+
+    assert fp32.plans_name == bf16.plans_name
+    assert fp32.trainer != bf16.trainer
+

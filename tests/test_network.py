@@ -314,12 +314,41 @@ def test_initialize(zero_init_residual):
 
 
 def test_zero_init_makes_blocks_start_as_shortcut():
-    network = build(2)
+    network = build(2, zero_init_residual=True)
     network.apply(network.initialize)
     block = network.encoder.stages[0].blocks[0]
     x = torch.randn(2, 4, 8, 8)
 
     assert torch.allclose(block(x), nn.functional.leaky_relu(x, 0.01))
+
+
+def test_blocks_start_with_active_branch_by_default():
+    network = build(2)
+    network.apply(network.initialize)
+    block = network.encoder.stages[0].blocks[0]
+    x = torch.randn(2, 4, 8, 8)
+
+    assert torch.all(block.conv2.norm.weight == 1)
+    assert not torch.allclose(block(x), nn.functional.leaky_relu(x, 0.01))
+
+
+@pytest.mark.parametrize("zero_init_residual", [True, False])
+def test_first_step_reaches_residual_branches(zero_init_residual):
+    # With zero-initialised last norms, the branch convs get no gradient until those norms have grown; this is
+    # what delays learning (docs/benchmarks.md, "Early learning"). The default starts every branch training.
+    network = build(3, zero_init_residual=zero_init_residual)
+    network.apply(network.initialize)
+    output = network(torch.randn(2, 2, 16, 16, 16))
+    sum(item.square().mean() for item in as_list(output)).backward()
+
+    blocks = [module for module in network.modules() if isinstance(module, BasicBlock)]
+    assert blocks
+    for block in blocks:
+        gradient = block.conv1.conv.weight.grad
+        if zero_init_residual:
+            assert gradient is None or torch.count_nonzero(gradient) == 0
+        else:
+            assert torch.count_nonzero(gradient) > 0
 
 
 def test_pickle_round_trip():
@@ -381,7 +410,8 @@ def test_built_by_nnunet_get_network_from_plans():
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
     arch_kwargs = tiny_kwargs(3, norm_op="torch.nn.modules.instancenorm.InstanceNorm3d")
-    arch_kwargs.update(dropout_op=None, dropout_op_kwargs=None)
+    # zero_init_residual from the plans shows that nnU-Net ran the network's initialize.
+    arch_kwargs.update(dropout_op=None, dropout_op_kwargs=None, zero_init_residual=True)
 
     network = get_network_from_plans(
         "nnunet_resenc_plugin.networks.resenc_unet.ResEncUNet",

@@ -173,6 +173,7 @@ def test_planner_writes_plugin_architecture(tmp_path, monkeypatch):
     assert kwargs["n_blocks_per_stage"] == [1, 3, 4, 6]
     assert kwargs["features_per_stage"] == [32, 64, 128, 256]
     assert kwargs["block"] == "basic"
+    assert kwargs["zero_init_residual"] is False
     saved = json.loads((tmp_path / "preprocessed" / "Dataset901_Synthetic" / "nnUNetPluginResEncMPlans.json")
                        .read_text())
     assert saved["resenc_plugin"]["preset"] == "M"
@@ -181,7 +182,8 @@ def test_planner_writes_plugin_architecture(tmp_path, monkeypatch):
 def test_planner_block_options_in_plans(tmp_path, monkeypatch):
     plans = _plan(tmp_path, monkeypatch, (20, 20, 20), (1.0, 1.0, 1.0), preset="S",
                   block_options={"norm": "batch", "block": "bottleneck", "squeeze_excitation": True,
-                                 "stochastic_depth": 0.1, "downsampling": "max_pool"})
+                                 "stochastic_depth": 0.1, "downsampling": "max_pool",
+                                 "zero_init_residual": "true"})
 
     kwargs = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
     assert kwargs["norm_op"] == "torch.nn.modules.batchnorm.BatchNorm3d"
@@ -189,6 +191,7 @@ def test_planner_block_options_in_plans(tmp_path, monkeypatch):
     assert kwargs["squeeze_excitation"] is True
     assert kwargs["stochastic_depth"] == 0.1
     assert kwargs["downsampling"] == "max_pool"
+    assert kwargs["zero_init_residual"] is True
     assert kwargs["features_per_stage"][0] == 24
 
 

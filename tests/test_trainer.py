@@ -185,6 +185,20 @@ def test_cpu_bf16_switch(trainer_env, monkeypatch, setting, expected):
     assert trainer.cpu_bf16 is expected
 
 
+def test_fp32_benchmark_trainer_turns_bf16_off(trainer_env, monkeypatch):
+    from nnunet_resenc_plugin.benchmark import trainers as benchmark_trainers
+
+    monkeypatch.setenv("nnUNet_resenc_cpu_bf16", "1")
+    monkeypatch.setenv(benchmark_trainers.EPOCHS_ENV, "1")
+    monkeypatch.setenv(benchmark_trainers.ITERATIONS_ENV, "1")
+
+    bf16 = make_trainer(trainer_env, benchmark_trainers.nnUNetTrainerResEncBenchmark)
+    fp32 = make_trainer(trainer_env, benchmark_trainers.nnUNetTrainerResEncBenchmarkFP32)
+
+    assert bf16.cpu_bf16 is True
+    assert fp32.cpu_bf16 is False
+
+
 def test_cpu_bf16_step_runs_convolutions_in_bf16(trainer_env, monkeypatch):
     monkeypatch.setenv("nnUNet_resenc_cpu_bf16", "1")
     trainer = make_trainer(trainer_env, plans=with_stage_count(trainer_env["plans"], 3))

@@ -98,7 +98,7 @@ def test_stock_network_plans_checked():
     plans = _plans()
     architecture = plans["configurations"]["3d_fullres"]["architecture"]
     architecture["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
-    for key in ("block", "downsampling", "shortcut", "squeeze_excitation", "stochastic_depth"):
+    for key in ("block", "downsampling", "shortcut", "squeeze_excitation", "stochastic_depth", "zero_init_residual"):
         del architecture["arch_kwargs"][key]
     validate_plans(plans)
 

@@ -50,6 +50,7 @@ class System:
 
 STOCK_TRAINER = "nnUNetTrainerBenchmark"
 PLUGIN_TRAINER = "nnUNetTrainerResEncBenchmark"
+PLUGIN_TRAINER_FP32 = "nnUNetTrainerResEncBenchmarkFP32"
 
 
 def _plugin(name: str, preset: str, description: str, **options: object) -> System:
@@ -70,6 +71,11 @@ SYSTEMS: dict[str, System] = {
         _plugin("plugin_L", "L", "plugin preset L"),
         _plugin("plugin_M_bottleneck", "M", "plugin preset M, bottleneck blocks", block="bottleneck"),
         _plugin("plugin_M_se", "M", "plugin preset M, squeeze-and-excitation", squeeze_excitation=True),
+        _plugin("plugin_M_zero_init", "M", "plugin preset M, blocks start as their shortcut (stock init)",
+                zero_init_residual=True),
+        # Same plans as plugin_M; only the trainer differs, so the two share the planning step.
+        System("plugin_M_fp32", "plugin preset M, float32 on the CPU (no bfloat16 autocast)", None,
+               "nnUNetPluginResEncMBenchPlans", PLUGIN_TRAINER_FP32, "M"),
     )
 }
 

@@ -29,7 +29,7 @@ ITERATIONS_ENV = "nnUNet_resenc_bench_iterations"
 VAL_ITERATIONS_ENV = "nnUNet_resenc_bench_val_iterations"
 SEED_ENV = "nnUNet_resenc_bench_seed"
 
-__all__ = ["nnUNetTrainerBenchmark", "nnUNetTrainerResEncBenchmark"]
+__all__ = ["nnUNetTrainerBenchmark", "nnUNetTrainerResEncBenchmark", "nnUNetTrainerResEncBenchmarkFP32"]
 
 
 def _read_int(name: str, default: int | None, minimum: int) -> int:
@@ -78,3 +78,18 @@ class nnUNetTrainerResEncBenchmark(nnUNetTrainerResEnc):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         _apply_schedule(self)
+
+
+class nnUNetTrainerResEncBenchmarkFP32(nnUNetTrainerResEncBenchmark):
+    """The plugin's benchmark trainer with CPU bfloat16 autocast off, to compare float32 at the same budget.
+
+    A trainer of its own (rather than an environment variable) gives the float32 run its own results folder.
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.cpu_bf16:
+            self.cpu_bf16 = False
+            self.print_to_log_file("CPU bfloat16 autocast turned off: this benchmark system trains in float32.",
+                                   also_print_to_console=True)

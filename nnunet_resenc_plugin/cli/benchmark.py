@@ -8,8 +8,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# Kept here so that parsing arguments does not import nnU-Net; tests/test_benchmark.py checks it against SYSTEMS.
 SYSTEM_NAMES = ("stock_default", "stock_resenc_m", "plugin_S", "plugin_M", "plugin_L", "plugin_M_bottleneck",
-                "plugin_M_se")
+                "plugin_M_se", "plugin_M_zero_init", "plugin_M_fp32")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -37,13 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Add squeeze-and-excitation to every residual block.")
     parser.add_argument("--stochastic-depth", type=float, default=None, metavar="P",
                         help="Drop-path rate of the deepest block, in [0, 1) (default: 0).")
+    parser.add_argument("--zero-init-residual", action="store_true", default=None,
+                        help="Start every residual block as its shortcut, as nnU-Net's ResEnc presets do "
+                             "(default: off, which learns sooner).")
 
 
 def run(args: argparse.Namespace) -> int:
     """Plan the dataset, print the plans identifier and return 0."""
     from nnunet_resenc_plugin.planning.api import plan_experiment
 
-    names = ("norm", "block", "downsampling", "shortcut", "squeeze_excitation", "stochastic_depth")
+    names = ("norm", "block", "downsampling", "shortcut", "squeeze_excitation", "stochastic_depth",
+             "zero_init_residual")
     block_options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     identifier = plan_experiment(
         args.dataset,

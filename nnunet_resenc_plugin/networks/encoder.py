@@ -56,7 +56,7 @@ class BlockOptions:
     shortcut: str = "avg_pool_conv"
     squeeze_excitation_reduction: float | None = None
     stochastic_depth: float = 0.0
-    zero_init_residual: bool = True
+    zero_init_residual: bool = False
 
 
 class EncoderStage(nn.Module):

@@ -73,7 +73,9 @@ class ResEncUNet(nn.Module):
             `stochastic_depth * l / L`.
         stem_channels: Output channels of the stem conv; None uses `features_per_stage[0]`.
         zero_init_residual: Whether `initialize` zeroes the last norm of each residual branch, so every block
-            starts as its shortcut (as dynamic-network-architectures does).
+            starts as its shortcut, as dynamic-network-architectures does. Off by default: with it on, the
+            encoder starts as one conv followed by 1x1 projections, and on the MSD hippocampus the network
+            predicted only background for the first 150 iterations (docs/benchmarks.md, "Early learning").
 
     Raises:
         NetworkConfigError: invalid arguments, before any layer is built.
@@ -107,7 +109,7 @@ class ResEncUNet(nn.Module):
         squeeze_excitation_reduction: float = 0.0625,
         stochastic_depth: float = 0.0,
         stem_channels: int | None = None,
-        zero_init_residual: bool = True,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("input_channels", input_channels), ("num_classes", num_classes)):

@@ -127,7 +127,7 @@ def plan_experiment(
         preprocess: Whether to preprocess after planning.
         num_processes: Worker processes for fingerprint extraction and preprocessing.
         **block_options: ``norm``, ``block``, ``downsampling``, ``shortcut``, ``squeeze_excitation``,
-            ``stochastic_depth``.
+            ``stochastic_depth``, ``zero_init_residual``.
 
     Raises:
         PlanningError: On unknown presets, options or configurations, or missing nnU-Net path variables.

@@ -84,6 +84,7 @@ def build_arch_kwargs(topology: Topology, preset: Preset, options: BlockOptions)
         "shortcut": options.shortcut,
         "squeeze_excitation": options.squeeze_excitation,
         "stochastic_depth": options.stochastic_depth,
+        "zero_init_residual": options.zero_init_residual,
     }
 
 
@@ -124,7 +125,7 @@ class ResEncPluginPlanner(ExperimentPlanner):
         suppress_transpose: Keep the axis order of the images.
         preset: ``S``, ``M``, ``L`` or ``XL``.
         block_options: Block options by name (``norm``, ``block``, ``downsampling``, ``shortcut``,
-            ``squeeze_excitation``, ``stochastic_depth``).
+            ``squeeze_excitation``, ``stochastic_depth``, ``zero_init_residual``).
         device: None plans for a CUDA GPU by memory alone. ``cpu`` or ``cuda`` turns on the compute-aware mode,
             which times training steps on that device.
         seconds_per_iteration: Time budget per training iteration for the compute-aware mode; giving it without
@@ -268,6 +269,7 @@ class ResEncPluginPlanner(ExperimentPlanner):
                 "shortcut": self.block_options.shortcut,
                 "squeeze_excitation": self.block_options.squeeze_excitation,
                 "stochastic_depth": self.block_options.stochastic_depth,
+                "zero_init_residual": self.block_options.zero_init_residual,
             },
             "compute_budget": None if self.compute_budget is None else self.compute_budget.as_dict(),
             "estimated_peak_memory_gb": dict(self.planned_estimates),

@@ -6,7 +6,7 @@ width and depth. The planner reads the record and plans every dataset the same w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from nnunet_resenc_plugin.errors import PlanningError
@@ -98,6 +98,7 @@ CHOICE_OPTIONS: Mapping[str, tuple[Any, ...]] = {
     "downsampling": ("conv", "max_pool", "avg_pool"),
     "shortcut": ("avg_pool_conv", "conv"),
     "squeeze_excitation": (False, True),
+    "zero_init_residual": (False, True),
 }
 FLOAT_OPTIONS: Mapping[str, tuple[float, float]] = {
     # Inclusive lower and exclusive upper bound.
@@ -116,6 +117,8 @@ class BlockOptions:
         shortcut: Projection on the residual path when the shape changes.
         squeeze_excitation: Whether each block ends with squeeze-and-excitation.
         stochastic_depth: Maximum drop-path rate, reached by the deepest block.
+        zero_init_residual: Whether every residual block starts as its shortcut (last norm of the branch set to
+            zero), as in nnU-Net's own ResEnc presets. Off by default because it delays the start of learning.
     """
 
     norm: str = "instance"
@@ -124,10 +127,14 @@ class BlockOptions:
     shortcut: str = "avg_pool_conv"
     squeeze_excitation: bool = False
     stochastic_depth: float = 0.0
+    zero_init_residual: bool = False
 
     def is_stock_equivalent(self) -> bool:
-        """Return whether these options build the same layers as nnU-Net's own ResidualEncoderUNet."""
-        return self == BlockOptions()
+        """Return whether these options build the same layers as nnU-Net's own ResidualEncoderUNet.
+
+        Initialisation does not change the layers, so ``zero_init_residual`` is not compared.
+        """
+        return replace(self, zero_init_residual=False) == BlockOptions()
 
 
 def parse_block_options(options: Mapping[str, Any] | None) -> BlockOptions:
@@ -145,7 +152,7 @@ def parse_block_options(options: Mapping[str, Any] | None) -> BlockOptions:
     for name, value in options.items():
         if name in CHOICE_OPTIONS:
             allowed = CHOICE_OPTIONS[name]
-            if isinstance(value, str) and name == "squeeze_excitation":
+            if isinstance(value, str) and isinstance(allowed[0], bool):
                 value = value.lower() in ("1", "true", "yes", "on")
             if value not in allowed:
                 raise PlanningError(

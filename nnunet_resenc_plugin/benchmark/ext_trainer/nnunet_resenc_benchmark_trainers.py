@@ -6,4 +6,5 @@ The folder holds only this re-export, so the classes keep their real module path
 from nnunet_resenc_plugin.benchmark.trainers import (  # noqa: F401 - re-exported for nnU-Net's lookup
     nnUNetTrainerBenchmark,
     nnUNetTrainerResEncBenchmark,
+    nnUNetTrainerResEncBenchmarkFP32,
 )
