@@ -1,8 +1,8 @@
 """Compare how fast networks start to learn: held-out Dice after a few hundred training iterations.
 
-Each variant trains in this process with nnU-Net's own trainer, data loader, augmentation and loss, at a
-constant learning rate (the first epoch of nnU-Net's 1000-epoch poly schedule, which is what the first few
-hundred iterations of a real training see). Every ``--eval-every`` iterations the network predicts the fold's
+Each variant trains in this process with nnU-Net's own trainer, data loader, augmentation and loss. The
+learning rate stays at its value in the first epoch of nnU-Net's 1000-epoch poly schedule, which is what the
+first few hundred iterations of a real training see. Every ``--eval-every`` iterations the network predicts the fold's
 validation cases with nnU-Net's sliding-window predictor (no mirroring) and the script records the mean Dice
 over the foreground labels, computed on the preprocessed images.
 
